@@ -1,0 +1,98 @@
+"""Flask: every app, created before or after ``instrument()``.
+
+Patches on the ``Flask`` class, so apps built before setup and apps whose ``wsgi_app``
+was replaced by middleware are covered alike:
+
+- ``Flask.__call__``: the WSGI funnel; the span lives from here until the body closes.
+- ``Flask.full_dispatch_request``: runs after URL matching, inside the request context,
+  before ``before_request`` handlers; gives the route template, the step and the
+  ``segment=`` / ``user=`` resolvers their ``flask.request``.
+- ``Flask.handle_exception``: an exception no error handler took: the request is an error.
+- ``Flask.handle_user_exception``: an exception the app's own handler may turn into a
+  response; it is recorded on the span and the response status decides the outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, cast
+
+from cxtrace._guard import Guard
+from cxtrace._integrations.wsgi import traced_wsgi_call
+from cxtrace._patch import Patcher
+from cxtrace._telemetry.recorder import Recorder, current_request
+
+__all__ = ["MIN_VERSION", "instrument_flask"]
+
+_log = logging.getLogger("cxtrace")
+
+MIN_VERSION = (2, 2)
+_RESOLVE = Guard("flask.resolve")
+_ERROR = Guard("flask.error")
+
+
+def _version(module: Any) -> tuple[int, ...]:
+    from importlib.metadata import version  # noqa: PLC0415 - only at instrument()
+
+    parts = []
+    for part in version(module.__name__).split(".")[:2]:
+        digits = "".join(ch for ch in part if ch.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+def instrument_flask(recorder: Recorder, patcher: Patcher) -> str:
+    """Patch Flask; returns a description or raises ImportError / RuntimeError."""
+    import flask  # noqa: PLC0415 - the framework is optional
+
+    found = _version(flask)
+    if found < MIN_VERSION:
+        raise RuntimeError(f"Flask {'.'.join(map(str, found))} is older than the supported 2.2")
+
+    def call(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if kwargs or len(args) != 2:
+            return wrapped(*args, **kwargs)
+        return traced_wsgi_call(recorder, wrapped, args[0], args[1])
+
+    def full_dispatch_request(
+        wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        state = current_request()
+        if state is not None:
+            with _RESOLVE:
+                request = cast("Any", flask.request)._get_current_object()
+                rule = request.url_rule
+                state.resolve(rule.rule if rule is not None else None, request)
+        return wrapped(*args, **kwargs)
+
+    def handle_exception(
+        wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        state = current_request()
+        if state is not None and args:
+            with _ERROR:
+                state.fail(args[0])
+        return wrapped(*args, **kwargs)
+
+    http_exception = _http_exception_type()
+
+    def handle_user_exception(
+        wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        state = current_request()
+        if state is not None and args and not isinstance(args[0], http_exception):
+            with _ERROR:
+                state.record_handled(args[0])
+        return wrapped(*args, **kwargs)
+
+    patcher.wrap(flask.Flask, "__call__", call)
+    patcher.wrap(flask.Flask, "full_dispatch_request", full_dispatch_request)
+    patcher.wrap(flask.Flask, "handle_exception", handle_exception)
+    patcher.wrap(flask.Flask, "handle_user_exception", handle_user_exception)
+    return f"flask {'.'.join(map(str, found))}"
+
+
+def _http_exception_type() -> type[BaseException]:
+    from werkzeug.exceptions import HTTPException  # noqa: PLC0415
+
+    return HTTPException

@@ -1,0 +1,146 @@
+"""WSGI plumbing shared by every WSGI framework: the request view and the body watcher.
+
+A span ends when the body is done, not when the app returns: :class:`WatchedBody`
+wraps the response iterable and finishes the request on ``close()``, which PEP 3333
+servers call after the last byte was sent or when the client went away.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any, Callable, Optional
+
+from cxtrace._guard import Guard
+from cxtrace._telemetry.recorder import Recorder, RequestState
+
+__all__ = ["WatchedBody", "WsgiView", "traced_wsgi_call"]
+
+_START = Guard("wsgi.start")
+_STATUS = Guard("wsgi.start_response")
+_FINISH = Guard("wsgi.finish")
+_FAIL = Guard("wsgi.error")
+
+
+class WsgiView:
+    """A :class:`~cxtrace._telemetry.recorder.ServerRequest` over a WSGI environ."""
+
+    __slots__ = ("_environ", "method", "path", "query", "scheme")
+
+    def __init__(self, environ: dict[str, Any]) -> None:
+        self._environ = environ
+        self.method: str = environ.get("REQUEST_METHOD") or "GET"
+        self.path: str = (environ.get("SCRIPT_NAME") or "") + (
+            environ.get("PATH_INFO") or ""
+        ) or "/"
+        self.scheme: str = environ.get("wsgi.url_scheme") or "http"
+        self.query: str = environ.get("QUERY_STRING") or ""
+
+    def header(self, environ_key: str) -> Optional[str]:
+        value = self._environ.get(environ_key)
+        return value if isinstance(value, str) else None
+
+    @property
+    def server_address(self) -> Optional[str]:
+        host = self._environ.get("HTTP_HOST")
+        if isinstance(host, str) and host:
+            if host.startswith("["):  # [::1]:8000
+                return host[1 : host.find("]")] if "]" in host else host
+            return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+        return self._environ.get("SERVER_NAME") or None
+
+    @property
+    def server_port(self) -> Optional[int]:
+        host = self._environ.get("HTTP_HOST")
+        port: Any = None
+        if isinstance(host, str) and ":" in host and not host.endswith("]"):
+            port = host.rsplit(":", 1)[1]
+        elif not host:
+            port = self._environ.get("SERVER_PORT")
+        if port is None:
+            return 443 if self.scheme == "https" else 80
+        try:
+            return int(port)
+        except ValueError:
+            return None
+
+    @property
+    def client_address(self) -> Optional[str]:
+        value = self._environ.get("REMOTE_ADDR")
+        return value if isinstance(value, str) and value else None
+
+    @property
+    def user_agent(self) -> Optional[str]:
+        return self.header("HTTP_USER_AGENT")
+
+    @property
+    def protocol_version(self) -> Optional[str]:
+        proto = self._environ.get("SERVER_PROTOCOL")
+        if isinstance(proto, str) and proto.startswith("HTTP/"):
+            return proto[5:]
+        return None
+
+
+class WatchedBody:
+    """Wraps a WSGI response iterable; the request finishes when the server closes it."""
+
+    __slots__ = ("_body", "_state")
+
+    def __init__(self, body: Iterable[bytes], state: RequestState) -> None:
+        self._body = body
+        self._state = state
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self._body
+        except Exception as exc:
+            with _FAIL:
+                self._state.fail(exc)
+            raise
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()  # the host's code: its exceptions are its own
+        finally:
+            with _FINISH:
+                self._state.finish()
+
+
+def traced_wsgi_call(
+    recorder: Recorder,
+    wrapped: Callable[..., Iterable[bytes]],
+    environ: dict[str, Any],
+    start_response: Callable[..., Any],
+) -> Iterable[bytes]:
+    """Run one WSGI call traced: begin, the app, then watch the body until close()."""
+    state = None
+    with _START:
+        state = recorder.begin(WsgiView(environ))
+    if state is None:  # excluded, nested, disabled, or our start failed
+        return wrapped(environ, start_response)
+
+    def traced_start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
+        with _STATUS:
+            state.status = int(status[:3])
+        if exc_info is None:
+            return start_response(status, headers)
+        return start_response(status, headers, exc_info)
+
+    try:
+        body = wrapped(environ, traced_start_response)  # the host's code: never in a guard
+    except Exception as exc:
+        with _FINISH:
+            state.fail(exc)
+            state.detach()
+            state.finish()
+        raise
+    except BaseException:  # KeyboardInterrupt, SystemExit: still leave our context tidy
+        with _FINISH:
+            state.detach()
+            state.finish()
+        raise
+    with _FINISH:
+        state.detach()
+        return WatchedBody(body, state)
+    return body  # reached only if wrapping failed: the body is still the app's own

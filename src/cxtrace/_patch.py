@@ -1,0 +1,68 @@
+"""Monkey patches, recorded so they can be undone.
+
+The sole importer of wrapt. :class:`Patcher` wraps ``owner.name`` with a wrapt
+``FunctionWrapper`` (so descriptors, ``self`` and signatures behave) and remembers
+(owner, name, original, wrapper). :meth:`Patcher.undo` restores in reverse order, but
+only where the attribute is still ours; where someone wrapped on top of us, our wrapper
+stays in place and turns pass-through instead of tearing their wrapper off too.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable
+
+import wrapt
+
+__all__ = ["Patcher", "WrapperFn"]
+
+WrapperFn = Callable[[Any, Any, "tuple[Any, ...]", "dict[str, Any]"], Any]
+
+
+class _Patch:
+    __slots__ = ("enabled", "is_own", "name", "original", "owner", "wrapper")
+
+    def __init__(self, owner: Any, name: str, original: Any, *, is_own: bool) -> None:
+        self.owner = owner
+        self.name = name
+        self.original = original
+        self.is_own = is_own  # defined on owner itself, not inherited
+        self.enabled = True
+        self.wrapper: Any = None
+
+
+class Patcher:
+    """Applies and undoes one instrumentation's patches."""
+
+    def __init__(self) -> None:
+        self._patches: list[_Patch] = []
+        self._lock = threading.Lock()
+
+    def wrap(self, owner: Any, name: str, fn: WrapperFn) -> None:
+        """Wrap ``owner.name`` with ``fn(wrapped, instance, args, kwargs)``."""
+        is_own = name in vars(owner)
+        original = vars(owner)[name] if is_own else getattr(owner, name)
+        patch = _Patch(owner, name, original, is_own=is_own)
+
+        def guarded(
+            wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+        ) -> Any:
+            if not patch.enabled:
+                return wrapped(*args, **kwargs)
+            return fn(wrapped, instance, args, kwargs)
+
+        patch.wrapper = wrapt.FunctionWrapper(original, guarded)
+        with self._lock:
+            setattr(owner, name, patch.wrapper)
+            self._patches.append(patch)
+
+    def undo(self) -> None:
+        with self._lock:
+            patches, self._patches = self._patches, []
+        for patch in reversed(patches):
+            patch.enabled = False
+            if vars(patch.owner).get(patch.name) is patch.wrapper:
+                if patch.is_own:
+                    setattr(patch.owner, patch.name, patch.original)
+                else:
+                    delattr(patch.owner, patch.name)

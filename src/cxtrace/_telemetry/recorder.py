@@ -1,0 +1,486 @@
+"""Server requests -> spans, cx.* attributes and metrics.
+
+:class:`Recorder` holds everything decided at ``instrument()``: the tracer, the three
+instruments, the step matcher, the segment gate, the thresholds. Per request it makes
+one :class:`RequestState` (slotted), which integrations drive::
+
+    state = recorder.begin(view)      # None: excluded, nested, or not instrumenting
+    state.resolve(route, request)     # once the framework knows the route (optional)
+    state.fail(exc)                   # an unhandled exception, if any
+    state.status = 200                # from start_response / the response object
+    state.detach()                    # leave the request's context (same thread)
+    state.finish()                    # when the body has been sent: Apdex, metrics, end span
+
+The current request lives in one ContextVar, so threads, asyncio tasks and Django's
+sync/async bridges each see their own.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping
+from contextvars import ContextVar, Token
+from typing import Any, Callable, Final, Optional, Protocol, Union
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.propagators.textmap import Getter
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from opentelemetry.sdk.trace import Span as SdkSpan
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from cxtrace._core.apdex import classify
+from cxtrace._core.config import Settings
+from cxtrace._core.journeys import StepMatcher, StepRef
+from cxtrace._core.privacy import UNKNOWN, SegmentGate, hash_user, redact_query
+from cxtrace._core.request import RequestView
+from cxtrace._guard import Guard
+from cxtrace._telemetry import semconv as sc
+
+__all__ = ["CxSpanProcessor", "Recorder", "RequestState", "ServerRequest", "current_request"]
+
+_log = logging.getLogger("cxtrace")
+
+_KNOWN_METHODS: Final = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+)
+
+_current: ContextVar[Optional[RequestState]] = ContextVar("cxtrace_request", default=None)
+
+
+def current_request() -> Optional[RequestState]:
+    """The request being served in this context, if cxtrace traces it."""
+    return _current.get()
+
+
+class ServerRequest(RequestView, Protocol):
+    """What a server integration tells the recorder about a request."""
+
+    @property
+    def server_address(self) -> Optional[str]: ...
+
+    @property
+    def server_port(self) -> Optional[int]: ...
+
+    @property
+    def client_address(self) -> Optional[str]: ...
+
+    @property
+    def user_agent(self) -> Optional[str]: ...
+
+    @property
+    def protocol_version(self) -> Optional[str]:
+        """``1.1``, ``2``."""
+
+
+class _ViewGetter(Getter[RequestView]):
+    """Reads W3C headers through RequestView.header (no copy of the headers)."""
+
+    _keys: Final = {
+        "traceparent": "HTTP_TRACEPARENT",
+        "tracestate": "HTTP_TRACESTATE",
+        "baggage": "HTTP_BAGGAGE",
+    }
+
+    def get(self, carrier: RequestView, key: str) -> Optional[list[str]]:
+        environ_key = self._keys.get(key) or "HTTP_" + key.upper().replace("-", "_")
+        value = carrier.header(environ_key)
+        return None if value is None else [value]
+
+    def keys(self, carrier: RequestView) -> list[str]:
+        return list(self._keys)
+
+
+_GETTER: Final = _ViewGetter()
+_RESOLVE_SEGMENT = Guard("segment resolver")
+_RESOLVE_USER = Guard("user resolver")
+_SPAN_START = Guard("span processor")
+
+
+def _exception_type(exc: BaseException) -> str:
+    cls = type(exc)
+    module = cls.__module__
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+
+
+class Recorder:
+    """Process-wide request recording, configured once."""
+
+    def __init__(
+        self, settings: Settings, tracer_provider: Any, meter_provider: Any, version: str
+    ) -> None:
+        self.settings = settings
+        self.active = True
+        self.tracer = tracer_provider.get_tracer("cxtrace", version)
+        meter = meter_provider.get_meter("cxtrace", version)
+        self.requests_counter = meter.create_counter(
+            sc.CX_REQUESTS,
+            unit="{request}",
+            description="Server requests by customer satisfaction (Apdex), segment and step",
+        )
+        self.conversions_counter = meter.create_counter(
+            sc.CX_CONVERSIONS,
+            unit="{conversion}",
+            description="Successful conversion steps by journey, step and segment",
+        )
+        self.duration_histogram = meter.create_histogram(
+            sc.HTTP_SERVER_REQUEST_DURATION,
+            unit="s",
+            description="Duration of HTTP server requests, until the body was sent",
+            explicit_bucket_boundaries_advisory=sc.DURATION_BUCKETS_S,
+        )
+        self.matcher = StepMatcher(settings.journeys)
+        self.segments = SegmentGate(settings.segments_allowed)
+        self.threshold_s = settings.apdex_threshold_ms / 1000.0
+        self.threshold_attr = round(settings.apdex_threshold_ms)
+        self.frustrated_status = settings.frustrated_status
+        self.excluded = settings.excluded_urls
+        self.segment_header_key = settings.segment_header_key
+        self.user_key = settings.user_hash_key
+        self.segment_resolver = settings.segment_resolver
+        self.user_resolver = settings.user_resolver
+        self.has_resolvers = self.segment_resolver is not None or self.user_resolver is not None
+        self._warned_no_user_key = False
+
+    # ------------------------------------------------------------------ begin
+
+    def begin(self, view: ServerRequest) -> Optional[RequestState]:
+        if not self.active:
+            return None
+        if self.excluded is not None and self.excluded.search(view.path):
+            return None
+        if _current.get() is not None:  # an app mounted inside a traced app: one request
+            return None
+        raw_method = view.method
+        method = raw_method if raw_method in _KNOWN_METHODS else sc.OTHER_METHOD
+        segment = UNKNOWN
+        if self.segment_header_key is not None:
+            segment = self.segments.admit(view.header(self.segment_header_key))
+
+        state = RequestState(self, method, view.path, view.scheme)
+        state.segment = segment
+        existing = trace.get_current_span()
+        if existing.is_recording() and getattr(existing, "kind", None) is SpanKind.SERVER:
+            # Someone (e.g. an OpenTelemetry contrib middleware) already made the server
+            # span: enrich it rather than nest a second one. Its owner ends it.
+            state.span = existing
+            state.owns_span = False
+            state.recording = True
+        else:
+            parent = propagate.extract(view, getter=_GETTER)
+            attributes: dict[str, Union[str, int]] = {
+                sc.HTTP_REQUEST_METHOD: method,
+                sc.URL_PATH: view.path,
+                sc.URL_SCHEME: view.scheme,
+                sc.CX_SEGMENT: segment,
+            }
+            if method is sc.OTHER_METHOD:
+                attributes[sc.HTTP_REQUEST_METHOD_ORIGINAL] = raw_method
+            if view.query:
+                attributes[sc.URL_QUERY] = redact_query(view.query)
+            if view.server_address:
+                attributes[sc.SERVER_ADDRESS] = view.server_address
+            if view.server_port:
+                attributes[sc.SERVER_PORT] = view.server_port
+            if view.client_address:
+                attributes[sc.CLIENT_ADDRESS] = view.client_address
+            if view.user_agent:
+                attributes[sc.USER_AGENT_ORIGINAL] = view.user_agent
+            if view.protocol_version:
+                attributes[sc.NETWORK_PROTOCOL_VERSION] = view.protocol_version
+                state.protocol_version = view.protocol_version
+            span = self.tracer.start_span(
+                "HTTP" if method is sc.OTHER_METHOD else method,
+                context=parent,
+                kind=SpanKind.SERVER,
+                attributes=attributes,
+            )
+            state.span = span
+            state.recording = span.is_recording()
+            state.otel_token = otel_context.attach(trace.set_span_in_context(span, parent))
+        state.token = _current.set(state)
+        return state
+
+    def warn_no_user_key(self) -> None:
+        if not self._warned_no_user_key:
+            self._warned_no_user_key = True
+            _log.warning(
+                "a user id was set but CXTRACE_USER_HASH_KEY is not: no user identity is "
+                "exported (set the key to export user.hash)"
+            )
+
+
+class RequestState:
+    """One request's CX and span state; lives from begin() to finish()."""
+
+    __slots__ = (
+        "conversion_currency",
+        "conversion_marked",
+        "conversion_value",
+        "error",
+        "error_handled",
+        "finished",
+        "method",
+        "otel_token",
+        "owns_span",
+        "path",
+        "protocol_version",
+        "recorder",
+        "recording",
+        "resolved",
+        "route",
+        "scheme",
+        "segment",
+        "segment_from_code",
+        "span",
+        "start_ns",
+        "status",
+        "step",
+        "step_from_code",
+        "token",
+        "user_hash",
+    )
+
+    def __init__(self, recorder: Recorder, method: str, path: str, scheme: str) -> None:
+        self.recorder = recorder
+        self.start_ns = time.perf_counter_ns()
+        self.method = method
+        self.path = path
+        self.scheme = scheme
+        self.span: Any = None
+        self.owns_span = True
+        self.recording = False
+        self.otel_token: Optional[Token[Context]] = None
+        self.token: Optional[Token[Optional[RequestState]]] = None
+        self.segment = UNKNOWN
+        self.segment_from_code = False
+        self.route: Optional[str] = None
+        self.step: Optional[StepRef] = None
+        self.step_from_code = False
+        self.resolved = False
+        self.status = 0
+        self.error: Optional[BaseException] = None
+        self.error_handled: Optional[BaseException] = None
+        self.user_hash: Optional[str] = None
+        self.conversion_marked = False
+        self.conversion_value: Optional[float] = None
+        self.conversion_currency: Optional[str] = None
+        self.protocol_version: Optional[str] = None
+        self.finished = False
+
+    # ------------------------------------------------------------------ during the request
+
+    def resolve(self, route: Optional[str], request: Any = None) -> None:
+        """The framework matched the request: route, step, resolvers. Runs once."""
+        if self.resolved:
+            return
+        self.resolved = True
+        rec = self.recorder
+        self.route = route
+        if not self.step_from_code:
+            self.step = rec.matcher.match(route, self.path, self.method)
+        if request is not None and rec.has_resolvers:
+            if rec.segment_resolver is not None and not self.segment_from_code:
+                with _RESOLVE_SEGMENT:
+                    value = rec.segment_resolver(request)
+                    if value is not None:
+                        self.set_segment(rec.segments.admit(value), from_code=False)
+            if rec.user_resolver is not None and self.user_hash is None:
+                with _RESOLVE_USER:
+                    user = rec.user_resolver(request)
+                    if user is not None:
+                        self.set_user(user)
+
+    # The server span gets its cx.* attributes once, in finish(): a segment or step set
+    # late in the request then never leaves a stale value behind (attributes cannot be
+    # removed), and the request path makes one set_attributes call instead of many.
+
+    def set_segment(self, segment: str, *, from_code: bool = True) -> None:
+        self.segment = segment
+        self.segment_from_code = self.segment_from_code or from_code
+
+    def set_step(self, step: StepRef) -> None:
+        self.step = step
+        self.step_from_code = True
+
+    def set_user(self, user_id: object) -> None:
+        key = self.recorder.user_key
+        if key is None:
+            self.recorder.warn_no_user_key()
+            return
+        self.user_hash = hash_user(key, user_id)
+
+    def mark_conversion(self, value: Optional[float], currency: Optional[str]) -> None:
+        self.conversion_marked = True
+        if value is not None:
+            self.conversion_value = value
+        if currency is not None:
+            self.conversion_currency = currency
+
+    def cx_attributes(self) -> Mapping[str, Union[str, int]]:
+        """What every span started inside this request carries."""
+        step = self.step
+        if step is None:
+            return {sc.CX_SEGMENT: self.segment}
+        return {sc.CX_SEGMENT: self.segment, **step.attributes}
+
+    def fail(self, exc: BaseException) -> None:
+        """An exception the framework did not handle: the request is an error."""
+        if exc is self.error:
+            return
+        self.error = exc
+        if self.recording and exc is not self.error_handled:
+            self.span.record_exception(exc)
+
+    def record_handled(self, exc: BaseException) -> None:
+        """An exception the app's own error handler turned into a response."""
+        if exc is self.error or exc is self.error_handled:
+            return
+        self.error_handled = exc
+        if self.recording:
+            self.span.record_exception(exc)
+
+    def detach(self) -> None:
+        """Leave the request's context; call in the context (thread/task) that began it."""
+        if self.token is not None:
+            _current.reset(self.token)
+            self.token = None
+        if self.otel_token is not None:
+            otel_context.detach(self.otel_token)
+            self.otel_token = None
+
+    # ------------------------------------------------------------------ the end
+
+    def finish(self, end_ns: Optional[int] = None) -> None:
+        """The body has been sent (or the client went away): classify and record."""
+        if self.finished:
+            return
+        self.finished = True
+        duration_s = ((end_ns or time.perf_counter_ns()) - self.start_ns) / 1e9
+        rec = self.recorder
+        if not self.resolved:
+            self.resolve(self.route)
+        step = self.step
+        threshold_s = rec.threshold_s
+        threshold_attr = rec.threshold_attr
+        if step is not None and step.threshold_ms is not None:
+            threshold_s = step.threshold_ms / 1000.0
+            threshold_attr = round(step.threshold_ms)
+        status = self.status
+        error = self.error
+        is_error = error is not None or status in rec.frustrated_status
+        outcome = classify(duration_s, threshold_s, is_error=is_error)
+        converted = (
+            (self.conversion_marked or (step is not None and step.conversion))
+            and not is_error
+            and 0 < status < 400
+        )
+        error_type: Optional[str] = None
+        if error is not None:
+            error_type = _exception_type(error)
+        elif status >= 500 or status in rec.frustrated_status:
+            error_type = str(status)
+
+        segment = self.segment
+        request_attrs: dict[str, Union[str, int]] = {
+            sc.CX_SATISFACTION: outcome.satisfaction,
+            sc.CX_SEGMENT: segment,
+            sc.HTTP_REQUEST_METHOD: self.method,
+        }
+        duration_attrs: dict[str, Union[str, int]] = {
+            sc.HTTP_REQUEST_METHOD: self.method,
+            sc.URL_SCHEME: self.scheme,
+            sc.CX_SEGMENT: segment,
+        }
+        if self.route is not None:
+            request_attrs[sc.HTTP_ROUTE] = self.route
+            duration_attrs[sc.HTTP_ROUTE] = self.route
+        if step is not None:
+            if step.journey is not None:
+                request_attrs[sc.CX_JOURNEY] = step.journey
+            request_attrs[sc.CX_STEP] = step.step
+            duration_attrs[sc.CX_STEP] = step.step
+        if status:
+            duration_attrs[sc.HTTP_RESPONSE_STATUS_CODE] = status
+        if error_type is not None:
+            duration_attrs[sc.ERROR_TYPE] = error_type
+        if self.protocol_version is not None:
+            duration_attrs[sc.NETWORK_PROTOCOL_VERSION] = self.protocol_version
+        rec.requests_counter.add(1, request_attrs)
+        rec.duration_histogram.record(duration_s, duration_attrs)
+        if converted:
+            conversion_attrs: dict[str, str] = {sc.CX_SEGMENT: segment}
+            if step is not None:
+                if step.journey is not None:
+                    conversion_attrs[sc.CX_JOURNEY] = step.journey
+                conversion_attrs[sc.CX_STEP] = step.step
+            rec.conversions_counter.add(1, conversion_attrs)
+
+        if self.recording:
+            span = self.span
+            attrs: dict[str, Union[str, int, float, bool]] = {
+                sc.CX_APDEX_THRESHOLD_MS: threshold_attr,
+                sc.CX_SATISFACTION: outcome.satisfaction,
+                sc.CX_SATISFACTION_SCORE: outcome.score,
+                sc.CX_CONVERSION: bool(converted),
+            }
+            if outcome.reason is not None:
+                attrs[sc.CX_FRUSTRATION_REASON] = outcome.reason
+            attrs[sc.CX_SEGMENT] = segment
+            if step is not None:
+                attrs.update(step.attributes)
+            if self.user_hash is not None:
+                attrs[sc.USER_HASH] = self.user_hash
+            if self.route is not None:
+                attrs[sc.HTTP_ROUTE] = self.route
+                if self.owns_span:
+                    method = "HTTP" if self.method is sc.OTHER_METHOD else self.method
+                    span.update_name(f"{method} {self.route}")
+            if status:
+                attrs[sc.HTTP_RESPONSE_STATUS_CODE] = status
+            if error_type is not None:
+                attrs[sc.ERROR_TYPE] = error_type
+            if converted and self.conversion_value is not None:
+                attrs[sc.CX_CONVERSION_VALUE] = self.conversion_value
+            if converted and self.conversion_currency is not None:
+                attrs[sc.CX_CONVERSION_CURRENCY] = self.conversion_currency
+            span.set_attributes(attrs)
+            if error is not None or status >= 500:
+                span.set_status(Status(StatusCode.ERROR, error_type))
+            if self.owns_span:
+                span.end()
+        elif self.owns_span and self.span is not None:
+            self.span.end()  # a non-recording span still ends, for symmetry with the SDK
+
+
+def check_conversion_value(value: object) -> Optional[float]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TypeError(f"mark_conversion(value={value!r}): expected a finite number")
+    return float(value)
+
+
+class CxSpanProcessor(SpanProcessor):
+    """Stamps the current request's cx.* attributes on every span started inside it."""
+
+    def __init__(self, is_active: Callable[[], bool]) -> None:
+        self._is_active = is_active
+
+    def on_start(self, span: SdkSpan, parent_context: Optional[Context] = None) -> None:
+        with _SPAN_START:
+            state = _current.get()
+            if state is not None and state.span is not span and self._is_active():
+                span.set_attributes(state.cx_attributes())
+
+    def on_end(self, span: ReadableSpan) -> None:
+        return None
+
+    def shutdown(self) -> None:
+        return None
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True

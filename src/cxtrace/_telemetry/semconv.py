@@ -1,0 +1,72 @@
+"""Attribute keys and metric names: cx.* ones (design.md section 4) and the stable HTTP ones.
+
+Call sites use these constants, never string literals.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from opentelemetry.semconv.attributes import (
+    client_attributes,
+    error_attributes,
+    http_attributes,
+    network_attributes,
+    server_attributes,
+    url_attributes,
+    user_agent_attributes,
+)
+
+# cx.* on every span of a request
+CX_SEGMENT: Final = "cx.segment"
+CX_JOURNEY: Final = "cx.journey"
+CX_STEP: Final = "cx.step"
+CX_STEP_INDEX: Final = "cx.step.index"
+# cx.* on the server span, when the request finishes
+CX_APDEX_THRESHOLD_MS: Final = "cx.apdex.threshold_ms"
+CX_SATISFACTION: Final = "cx.satisfaction"
+CX_SATISFACTION_SCORE: Final = "cx.satisfaction.score"
+CX_FRUSTRATION_REASON: Final = "cx.frustration.reason"
+CX_CONVERSION: Final = "cx.conversion"
+CX_CONVERSION_VALUE: Final = "cx.conversion.value"
+CX_CONVERSION_CURRENCY: Final = "cx.conversion.currency"
+USER_HASH: Final = "user.hash"
+
+# metrics
+CX_REQUESTS: Final = "cx.requests"
+CX_CONVERSIONS: Final = "cx.conversions"
+HTTP_SERVER_REQUEST_DURATION: Final = "http.server.request.duration"
+# The stable HTTP semconv's advised buckets for http.server.request.duration (seconds).
+DURATION_BUCKETS_S: Final = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+)
+
+# stable HTTP semantic conventions
+HTTP_REQUEST_METHOD: Final = http_attributes.HTTP_REQUEST_METHOD
+HTTP_REQUEST_METHOD_ORIGINAL: Final = http_attributes.HTTP_REQUEST_METHOD_ORIGINAL
+HTTP_RESPONSE_STATUS_CODE: Final = http_attributes.HTTP_RESPONSE_STATUS_CODE
+HTTP_ROUTE: Final = http_attributes.HTTP_ROUTE
+URL_PATH: Final = url_attributes.URL_PATH
+URL_QUERY: Final = url_attributes.URL_QUERY
+URL_SCHEME: Final = url_attributes.URL_SCHEME
+URL_FULL: Final = url_attributes.URL_FULL
+SERVER_ADDRESS: Final = server_attributes.SERVER_ADDRESS
+SERVER_PORT: Final = server_attributes.SERVER_PORT
+CLIENT_ADDRESS: Final = client_attributes.CLIENT_ADDRESS
+USER_AGENT_ORIGINAL: Final = user_agent_attributes.USER_AGENT_ORIGINAL
+ERROR_TYPE: Final = error_attributes.ERROR_TYPE
+NETWORK_PROTOCOL_VERSION: Final = network_attributes.NETWORK_PROTOCOL_VERSION
+OTHER_METHOD: Final = "_OTHER"
