@@ -21,9 +21,9 @@ from urllib.parse import urlsplit
 import tomli as tomllib
 
 from cxtrace._core.errors import ConfigError
-from cxtrace._core.journeys import Journey, Step, parse_threshold
+from cxtrace._core.journeys import Journey, Step, StepMatcher, parse_threshold
 
-__all__ = ["INTEGRATIONS", "VARIABLES", "Settings", "describe", "load_settings"]
+__all__ = ["INTEGRATIONS", "VARIABLES", "Settings", "describe", "load_settings", "mask_url"]
 
 INTEGRATIONS: Final = ("flask", "django", "requests")
 DEFAULT_APDEX_THRESHOLD_MS: Final = 500.0
@@ -42,6 +42,9 @@ class Settings:
     integrations: Optional[tuple[str, ...]] = None  # None: every available one
     apdex_threshold_ms: float = DEFAULT_APDEX_THRESHOLD_MS
     journeys: tuple[Journey, ...] = ()
+    step_matcher: StepMatcher = field(
+        default_factory=lambda: StepMatcher(()), repr=False, compare=False
+    )
     journeys_file: Optional[str] = None
     segment_header: Optional[str] = None  # as configured, e.g. "X-Customer-Tier"
     segments_allowed: Optional[tuple[str, ...]] = None
@@ -99,13 +102,17 @@ def _ms(name: str, raw: str) -> float:
         raise _fail(name, raw, "a positive number of milliseconds") from None
 
 
+_MAX_INT = 2**31 - 1  # what the SDK's queues, timers and sockets accept
+
+
 def _int(name: str, raw: str, *, minimum: int = 0) -> int:
+    expected = f"an integer between {minimum} and {_MAX_INT}"
     try:
         value = int(raw.strip())
     except ValueError:
-        raise _fail(name, raw, f"an integer >= {minimum}") from None
-    if value < minimum:
-        raise _fail(name, raw, f"an integer >= {minimum}")
+        raise _fail(name, raw, expected) from None
+    if not minimum <= value <= _MAX_INT:
+        raise _fail(name, raw, expected)
     return value
 
 
@@ -187,6 +194,8 @@ def _integrations(name: str, raw: object) -> tuple[str, ...]:
     expected = f"a comma-separated list of {', '.join(INTEGRATIONS)}"
     if isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
         raise _fail(name, raw, expected)
+    if isinstance(raw, str) and not items:  # "," in the environment; integrations=[] is "none"
+        raise _fail(name, raw, expected)
     result = []
     for item in items:
         if not isinstance(item, str) or item.strip().lower() not in INTEGRATIONS:
@@ -229,15 +238,24 @@ def _protocol(name: str, raw: str) -> str:
     return value
 
 
+def mask_url(url: str) -> str:
+    """``https://user:pw@host/`` -> ``https://***@host/``: credentials never reach a log."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
+
+
 def _endpoint(name: str, raw: str) -> str:
     value = raw.strip()
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise _fail(name, raw, "a URL such as http://collector:4318")
+    shown = mask_url(raw)
     try:
+        parts = urlsplit(value)
         parts.port  # noqa: B018 - raises ValueError for a bad port
     except ValueError:
-        raise _fail(name, raw, "a URL such as http://collector:4318 (bad port)") from None
+        raise _fail(name, shown, "a URL such as http://collector:4318") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _fail(name, shown, "a URL such as http://collector:4318")
     return value
 
 
@@ -246,8 +264,8 @@ def _timeout(name: str, raw: str) -> float:
         value = float(raw.strip())
     except ValueError:
         raise _fail(name, raw, "a non-negative number") from None
-    if not value >= 0 or value == float("inf"):
-        raise _fail(name, raw, "a non-negative number")
+    if not 0 <= value <= _MAX_INT:
+        raise _fail(name, raw, f"a non-negative number up to {_MAX_INT}")
     return value
 
 
@@ -393,7 +411,7 @@ def _load_file(path: str) -> _FileConfig:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
     except FileNotFoundError:
-        raise ConfigError(f"{var}: no such file") from None
+        raise ConfigError(f"{var}: no such file; expected the path of a TOML file") from None
     except OSError as exc:
         raise ConfigError(f"{var}: cannot read it: {exc.strerror or exc}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -411,9 +429,25 @@ def _load_file(path: str) -> _FileConfig:
             header = _header_name(f"{var}: segments.header", seg["header"])
         if "allowed" in seg:
             names = seg["allowed"]
-            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-                raise _fail(f"{var}: segments.allowed", names, "a list of segment names")
-            allowed = _segments(f"{var}: segments.allowed", ",".join(names))
+            if (
+                not isinstance(names, list)
+                or not names
+                or not all(
+                    isinstance(n, str)
+                    and n.strip()
+                    and "," not in n
+                    and len(n) <= 64
+                    and n.isprintable()
+                    for n in names
+                )
+            ):
+                raise _fail(
+                    f"{var}: segments.allowed",
+                    names,
+                    "a non-empty list of segment names (at most 64 printable characters, "
+                    "no commas)",
+                )
+            allowed = tuple(n.strip() for n in names)
     journeys: list[Journey] = []
     raw_journeys = top.get("journeys", [])
     if not isinstance(raw_journeys, list):
@@ -511,6 +545,13 @@ def load_settings(environ: Mapping[str, str], **kwargs: Any) -> Settings:
     else:
         journeys = file_cfg.journeys
 
+    try:
+        matcher = StepMatcher(journeys)  # duplicate journeys / routes are config errors too
+    except ConfigError as exc:
+        if journeys_kw is None and file_path:
+            raise ConfigError(f"CXTRACE_JOURNEYS_FILE={file_path!r}: {exc}") from None
+        raise
+
     service_name = kwargs.get("service_name")
     if service_name is not None and (not isinstance(service_name, str) or not service_name.strip()):
         raise _fail("service_name", service_name, "a non-empty string")
@@ -539,6 +580,7 @@ def load_settings(environ: Mapping[str, str], **kwargs: Any) -> Settings:
         integrations=integrations,
         apdex_threshold_ms=threshold,
         journeys=journeys,
+        step_matcher=matcher,
         journeys_file=file_path,
         segment_header=env["CXTRACE_SEGMENT_HEADER"] or file_cfg.segment_header,
         segments_allowed=env["CXTRACE_SEGMENTS"] or file_cfg.segments_allowed,
@@ -571,7 +613,10 @@ def describe(environ: Mapping[str, str]) -> list[tuple[str, str, str]]:
     for var in VARIABLES:
         raw = environ.get(var.name)
         if raw is not None and raw.strip():
-            rows.append((var.name, "***" if var.secret else raw, "environment"))
+            shown = "***" if var.secret else raw
+            if var.name.endswith("ENDPOINT"):
+                shown = mask_url(raw)
+            rows.append((var.name, shown, "environment"))
         else:
             rows.append((var.name, var.default or "(unset)", "default"))
     return rows

@@ -153,11 +153,17 @@ Step.__module__ = "cxtrace"
 Journey.__module__ = "cxtrace"
 
 
+MAX_THRESHOLD_MS: Final = 3_600_000  # an hour; beyond that Apdex means nothing
+
+
 def parse_threshold(what: str, value: object) -> float:
-    """A positive number of milliseconds (bool is not a number here)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ConfigError(f"{what}={value!r}: expected a positive number of milliseconds")
-    if not math.isfinite(value):
+    """A positive number of milliseconds up to an hour (bool is not a number here)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or not 0 < value <= MAX_THRESHOLD_MS
+    ):
         raise ConfigError(f"{what}={value!r}: expected a positive number of milliseconds")
     return float(value)
 
@@ -233,6 +239,9 @@ class StepMatcher:
                 if step.path is not None:
                     pattern = re.compile(fnmatch.translate(step.path))
                     self._paths.append((pattern, step.method, ref))
+        # As with routes, a rule naming the method beats one that does not; otherwise
+        # the order of the file decides (sort is stable).
+        self._paths.sort(key=lambda rule: rule[1] is None)
         # (raw route, method) -> ref; keyed by route *templates* and methods, so bounded.
         self._route_cache: dict[tuple[str, str], Optional[StepRef]] = {}
         self._named: dict[tuple[Optional[str], str], StepRef] = {}

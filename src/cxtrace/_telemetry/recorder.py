@@ -34,7 +34,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from cxtrace._core.apdex import classify
 from cxtrace._core.config import Settings
-from cxtrace._core.journeys import StepMatcher, StepRef
+from cxtrace._core.journeys import StepRef
 from cxtrace._core.privacy import UNKNOWN, SegmentGate, hash_user, redact_query
 from cxtrace._core.request import RequestView
 from cxtrace._guard import Guard
@@ -132,7 +132,7 @@ class Recorder:
             description="Duration of HTTP server requests, until the body was sent",
             explicit_bucket_boundaries_advisory=sc.DURATION_BUCKETS_S,
         )
-        self.matcher = StepMatcher(settings.journeys)
+        self.matcher = settings.step_matcher
         self.segments = SegmentGate(settings.segments_allowed)
         self.threshold_s = settings.apdex_threshold_ms / 1000.0
         self.threshold_attr = round(settings.apdex_threshold_ms)
