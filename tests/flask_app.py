@@ -54,6 +54,26 @@ def make_app() -> Flask:
 
         return Response(stream_with_context(body()), mimetype="text/plain")
 
+    @app.get("/stream-work")
+    def stream_work() -> Response:
+        tracer = app.config.get("TRACER") or trace.get_tracer("tests.flask_app")
+
+        def body():  # type: ignore[no-untyped-def]
+            yield "started\n"
+            with tracer.start_as_current_span("render-chunk"):
+                cxtrace.set_segment("streamed")
+            yield "done\n"
+
+        return Response(body(), mimetype="text/plain")
+
+    @app.get("/stream-boom")
+    def stream_boom() -> Response:
+        def body():  # type: ignore[no-untyped-def]
+            yield "partial\n"
+            raise OSError("disk went away mid-stream")
+
+        return Response(body(), mimetype="text/plain")
+
     @app.get("/boom")
     def boom() -> str:
         raise ValueError("boom")

@@ -162,7 +162,11 @@ def test_the_demo_tells_its_story(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CXTRACE_", "OTEL_"))}
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "demo.py"), "--duration", "4"],
-        env=env, capture_output=True, text=True, timeout=120, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
     assert result.returncode == 0, result.stderr

@@ -362,6 +362,39 @@ def test_streamed_body_counts_toward_duration(otlp: Receiver, instrument: Any, s
     assert histogram.sum >= 0.3
 
 
+def test_a_streamed_body_runs_inside_its_request(
+    otlp: Receiver, instrument: Any, serve: Any
+) -> None:
+    handle = instrument(otlp)
+    app = make_app()
+    app.config["TRACER"] = handle.tracer_provider.get_tracer("tests")
+    base = serve(app)
+
+    assert requests.get(f"{base}/stream-work").text == "started\ndone\n"
+
+    server = only_server_span(otlp, "/stream-work")
+    otlp.wait_for(lambda r: bool(r.spans_named("render-chunk")))
+    chunk = otlp.spans_named("render-chunk")[0]
+    assert (chunk.trace_id, chunk.parent_span_id) == (server.trace_id, server.span_id)
+    assert server.attributes["cx.segment"] == "streamed"
+
+
+def test_an_error_while_streaming_makes_the_request_an_error(
+    otlp: Receiver, instrument: Any, serve: Any
+) -> None:
+    instrument(otlp)
+    base = serve(make_app())
+
+    with pytest.raises(requests.RequestException):
+        requests.get(f"{base}/stream-boom").raise_for_status()
+
+    span = only_server_span(otlp, "/stream-boom")
+    assert span.attributes["cx.satisfaction"] == "frustrated"
+    assert span.attributes["cx.frustration.reason"] == "error"
+    assert span.attributes["error.type"] == "OSError"
+    assert span.status_code == "ERROR"
+
+
 @pytest.mark.parametrize(
     ("sleep_s", "satisfaction", "score", "reason"),
     [
@@ -528,6 +561,7 @@ def test_excluded_urls_are_neither_traced_nor_counted(
     assert otlp.metric_total("cx.requests") == 1
 
 
+@pytest.mark.expect_internal_error
 def test_a_resolver_that_raises_changes_nothing_but_its_attribute(
     otlp: Receiver,
     instrument: Any,
@@ -547,10 +581,9 @@ def test_a_resolver_that_raises_changes_nothing_but_its_attribute(
     assert [(r.status_code, r.text) for r in responses] == [(200, f"product {i}") for i in range(3)]
     otlp.wait_for(lambda r: len(r.spans_named("GET /products/<int:product_id>")) == 3)
     assert {s.attributes["cx.segment"] for s in otlp.spans} == {"unknown"}
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == "cxtrace"]
     assert len(warnings) == 2  # one per cause and site (segment, user), not one per request
     assert {site for site, _ in internal_errors} == {"segment resolver", "user resolver"}
-    internal_errors.clear()
 
 
 def test_providers_the_app_passes_are_used_and_nothing_is_built(otlp: Receiver, serve: Any) -> None:
@@ -649,11 +682,12 @@ def test_instrument_logs_one_info_line_and_a_warning_per_missing_integration(
         )
         cxtrace.instrument()
 
-    infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    ours = [r for r in caplog.records if r.name == "cxtrace"]
+    infos = [r.getMessage() for r in ours if r.levelno == logging.INFO]
     assert len(infos) == 1
     assert "flask" in infos[0]
     assert "purchase (5 steps)" in infos[0]
     assert "traces:otlp/http/protobuf" in infos[0]
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    warnings = [r.getMessage() for r in ours if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "django" in warnings[0]

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, Callable, Optional, TypeVar, Union, cast
 
-from cxtrace._core.config import INTEGRATIONS, Settings, load_settings
+from cxtrace._core.config import INTEGRATIONS, Settings, is_disabled, load_settings
 from cxtrace._core.errors import ConfigError
 from cxtrace._core.journeys import Journey
 from cxtrace._guard import Guard
@@ -156,10 +156,9 @@ def instrument(
             _log_again(_handle)
             return _handle
         environ = os.environ
-        enabled_raw = environ.get("CXTRACE_ENABLED", "").strip().lower()
-        if enabled_raw in ("false", "0", "no", "off"):
+        if is_disabled(environ):
             # A no-op by design: nothing else is read, so a broken config can be switched off.
-            _log.info("cxtrace disabled by CXTRACE_ENABLED=%s; nothing instrumented", enabled_raw)
+            _log.info("cxtrace disabled by CXTRACE_ENABLED; nothing instrumented")
             _handle = Instrumentation(Settings(enabled=False), None, None, ())
             return _handle
         settings = load_settings(
@@ -226,15 +225,15 @@ def _enable(name: str, recorder: Recorder, patcher: Patcher, *, explicit: bool) 
     installer = _installer(name)
     if installer is None:
         log = _log.warning if explicit else _log.debug
-        log("cxtrace: the %s integration is not available in this version; not enabled", name)
+        log("the %s integration is not available in this version; not enabled", name)
         return None
     try:
         return installer(recorder, patcher)
     except ImportError as exc:
         log = _log.warning if explicit else _log.debug
-        log("cxtrace: %s is not installed (%s); the %s integration is not enabled", name, exc, name)
+        log("%s is not installed (%s); the %s integration is not enabled", name, exc, name)
     except RuntimeError as exc:  # an unsupported version
-        _log.warning("cxtrace: the %s integration is not enabled: %s", name, exc)
+        _log.warning("the %s integration is not enabled: %s", name, exc)
     return None
 
 

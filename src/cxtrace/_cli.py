@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import Optional
 
-from cxtrace._core.config import describe, load_settings
+from cxtrace._core.config import describe, is_disabled, load_settings
 from cxtrace._core.errors import ConfigError
 
 __all__ = ["main"]
@@ -21,13 +21,18 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _config(_: argparse.Namespace) -> int:
+    if is_disabled(os.environ):
+        # Exactly as instrument(): the kill switch skips every other check.
+        print("CXTRACE_ENABLED=false: instrument() is a no-op; nothing else is read")
+        return 0
     try:
         settings = load_settings(os.environ)
     except ConfigError as exc:
         print(f"cxtrace: configuration error: {exc}", file=sys.stderr)
         return 2
-    width = max(len(name) for name, _, _ in describe(os.environ))
-    for name, value, source in describe(os.environ):
+    rows = describe(os.environ, settings)
+    width = max(len(name) for name, _, _ in rows)
+    for name, value, source in rows:
         print(f"{name:<{width}}  {value}  ({source})")
     journeys = settings.journeys
     print(f"\njourneys: {len(journeys)}")

@@ -21,9 +21,23 @@ from urllib.parse import urlsplit
 import tomli as tomllib
 
 from cxtrace._core.errors import ConfigError
-from cxtrace._core.journeys import Journey, Step, StepMatcher, parse_threshold
+from cxtrace._core.journeys import (
+    MAX_THRESHOLD_MS,
+    Journey,
+    Step,
+    StepMatcher,
+    parse_threshold,
+)
 
-__all__ = ["INTEGRATIONS", "VARIABLES", "Settings", "describe", "load_settings", "mask_url"]
+__all__ = [
+    "INTEGRATIONS",
+    "VARIABLES",
+    "Settings",
+    "describe",
+    "is_disabled",
+    "load_settings",
+    "mask_url",
+]
 
 INTEGRATIONS: Final = ("flask", "django", "requests")
 DEFAULT_APDEX_THRESHOLD_MS: Final = 500.0
@@ -92,14 +106,17 @@ def _bool(name: str, raw: str) -> bool:
 
 
 def _ms(name: str, raw: str) -> float:
+    expected = "a positive number of milliseconds"
     try:
         value = float(raw.strip())
     except ValueError:
-        raise _fail(name, raw, "a positive number of milliseconds") from None
+        raise _fail(name, raw, expected) from None
+    if value > 0 and value > MAX_THRESHOLD_MS and value != float("inf"):
+        raise _fail(name, raw, f"{expected} up to {MAX_THRESHOLD_MS} (an hour)")
     try:
         return parse_threshold(name, value)
     except ConfigError:
-        raise _fail(name, raw, "a positive number of milliseconds") from None
+        raise _fail(name, raw, expected) from None
 
 
 _MAX_INT = 2**31 - 1  # what the SDK's queues, timers and sockets accept
@@ -512,6 +529,11 @@ def _signal_protocol(environ: Mapping[str, str], signal: str) -> str:
     return str(value)
 
 
+def is_disabled(environ: Mapping[str, str]) -> bool:
+    """``CXTRACE_ENABLED=false``: the kill switch, read before (and instead of) anything else."""
+    return environ.get("CXTRACE_ENABLED", "").strip().lower() in _FALSE
+
+
 def load_settings(environ: Mapping[str, str], **kwargs: Any) -> Settings:
     """Validate everything and decide the effective configuration.
 
@@ -607,8 +629,20 @@ def load_settings(environ: Mapping[str, str], **kwargs: Any) -> Settings:
     )
 
 
-def describe(environ: Mapping[str, str]) -> list[tuple[str, str, str]]:
-    """(variable, effective value, source) for every variable; secrets shown as ``***``."""
+def describe(
+    environ: Mapping[str, str], settings: Optional[Settings] = None
+) -> list[tuple[str, str, str]]:
+    """(variable, effective value, source) for every variable; secrets shown as ``***``.
+
+    With ``settings``, values the journeys file supplied are shown with that source.
+    """
+    from_file: dict[str, str] = {}
+    if settings is not None and settings.journeys_file:
+        from_file = {
+            "CXTRACE_APDEX_THRESHOLD_MS": f"{settings.apdex_threshold_ms:g}",
+            "CXTRACE_SEGMENT_HEADER": settings.segment_header or "",
+            "CXTRACE_SEGMENTS": ",".join(settings.segments_allowed or ()),
+        }
     rows = []
     for var in VARIABLES:
         raw = environ.get(var.name)
@@ -617,6 +651,8 @@ def describe(environ: Mapping[str, str]) -> list[tuple[str, str, str]]:
             if var.name.endswith("ENDPOINT"):
                 shown = mask_url(raw)
             rows.append((var.name, shown, "environment"))
+        elif from_file.get(var.name) and from_file[var.name] != var.default:
+            rows.append((var.name, from_file[var.name], "journeys file"))
         else:
             rows.append((var.name, var.default or "(unset)", "default"))
     return rows

@@ -162,9 +162,14 @@ def parse_threshold(what: str, value: object) -> float:
         isinstance(value, bool)
         or not isinstance(value, (int, float))
         or not math.isfinite(value)
-        or not 0 < value <= MAX_THRESHOLD_MS
+        or not value > 0
     ):
         raise ConfigError(f"{what}={value!r}: expected a positive number of milliseconds")
+    if value > MAX_THRESHOLD_MS:
+        raise ConfigError(
+            f"{what}={value!r}: expected a positive number of milliseconds "
+            f"up to {MAX_THRESHOLD_MS} (an hour)"
+        )
     return float(value)
 
 

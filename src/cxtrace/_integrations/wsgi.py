@@ -19,6 +19,7 @@ _START = Guard("wsgi.start")
 _STATUS = Guard("wsgi.start_response")
 _FINISH = Guard("wsgi.finish")
 _FAIL = Guard("wsgi.error")
+_ENTER = Guard("wsgi.body_context")
 
 
 class WsgiView:
@@ -90,12 +91,29 @@ class WatchedBody:
         self._state = state
 
     def __iter__(self) -> Iterator[bytes]:
-        try:
-            yield from self._body
-        except Exception as exc:
-            with _FAIL:
-                self._state.fail(exc)
-            raise
+        # Each chunk is produced inside the request's context, so a streamed body (a
+        # generator, stream_with_context) still sees its request: spans it starts are
+        # children of the server span and set_segment()/mark_conversion() still count.
+        # Entered per chunk, not across yields: the server owns the thread between chunks.
+        state = self._state
+        chunks = iter(self._body)
+        while True:
+            tokens = None
+            with _ENTER:
+                tokens = state.enter()
+            try:
+                chunk = next(chunks)  # the host's code
+            except StopIteration:
+                return
+            except Exception as exc:
+                with _FAIL:
+                    state.fail(exc)
+                raise
+            finally:
+                if tokens is not None:
+                    with _ENTER:
+                        state.leave(tokens)
+            yield chunk
 
     def close(self) -> None:
         try:

@@ -146,6 +146,9 @@ def build_providers(
             _alive.add(id(tp))
             if _is_placeholder(trace.get_tracer_provider()):
                 trace.set_tracer_provider(tp)
+        elif id(tp) in _alive:  # ours from an earlier instrument(): still ours to shut down
+            owns_tp = True
+            destinations.append("traces:cxtrace's provider (reused)")
         else:
             destinations.append("traces:app's provider")
 
@@ -166,6 +169,9 @@ def build_providers(
             _alive.add(id(mp))
             if _is_placeholder(metrics.get_meter_provider()):
                 metrics.set_meter_provider(mp)
+        elif id(mp) in _alive:
+            owns_mp = True
+            destinations.append("metrics:cxtrace's provider (reused)")
         else:
             destinations.append("metrics:app's provider")
         return Providers(tp, mp, owns_tp, owns_mp, ", ".join(destinations) or "nowhere")

@@ -200,7 +200,8 @@ class Recorder:
             )
             state.span = span
             state.recording = span.is_recording()
-            state.otel_token = otel_context.attach(trace.set_span_in_context(span, parent))
+            state.context = trace.set_span_in_context(span, parent)
+            state.otel_token = otel_context.attach(state.context)
         state.token = _current.set(state)
         return state
 
@@ -217,6 +218,7 @@ class RequestState:
     """One request's CX and span state; lives from begin() to finish()."""
 
     __slots__ = (
+        "context",
         "conversion_currency",
         "conversion_marked",
         "conversion_value",
@@ -254,6 +256,7 @@ class RequestState:
         self.owns_span = True
         self.recording = False
         self.otel_token: Optional[Token[Context]] = None
+        self.context: Optional[Context] = None  # the span's context, re-entered while streaming
         self.token: Optional[Token[Optional[RequestState]]] = None
         self.segment = UNKNOWN
         self.segment_from_code = False
@@ -351,6 +354,18 @@ class RequestState:
         if self.otel_token is not None:
             otel_context.detach(self.otel_token)
             self.otel_token = None
+
+    def enter(self) -> tuple[Optional[Token[Context]], Token[Optional[RequestState]]]:
+        """Re-enter the request's context, e.g. while a streamed body produces a chunk."""
+        otel_token = otel_context.attach(self.context) if self.context is not None else None
+        return otel_token, _current.set(self)
+
+    @staticmethod
+    def leave(tokens: tuple[Optional[Token[Context]], Token[Optional[RequestState]]]) -> None:
+        otel_token, token = tokens
+        _current.reset(token)
+        if otel_token is not None:
+            otel_context.detach(otel_token)
 
     # ------------------------------------------------------------------ the end
 
