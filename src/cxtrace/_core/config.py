@@ -239,6 +239,23 @@ _SAMPLERS = (
 _COMPRESSIONS = ("gzip", "deflate", "none")
 
 
+def _one_of(choices: tuple[str, ...], expected: str) -> Callable[[str, str], str]:
+    """A parser accepting one of ``choices``, case-insensitively."""
+
+    def parse(name: str, raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise _fail(name, raw, expected)
+        return value
+
+    return parse
+
+
+_protocol = _one_of(_PROTOCOLS, "'http/protobuf' or 'grpc' (http/json is not supported)")
+_compression = _one_of(_COMPRESSIONS, "gzip, deflate or none")
+_sampler = _one_of(_SAMPLERS, f"one of {', '.join(_SAMPLERS)}")
+
+
 def _exporters(name: str, raw: str) -> tuple[str, ...]:
     items = tuple(item.lower() for item in _csv(raw))
     if not items or any(item not in _EXPORTERS for item in items):
@@ -246,13 +263,6 @@ def _exporters(name: str, raw: str) -> tuple[str, ...]:
     if "none" in items:
         return ()
     return items
-
-
-def _protocol(name: str, raw: str) -> str:
-    value = raw.strip().lower()
-    if value not in _PROTOCOLS:
-        raise _fail(name, raw, "'http/protobuf' or 'grpc' (http/json is not supported)")
-    return value
 
 
 def mask_url(url: str) -> str:
@@ -286,13 +296,6 @@ def _timeout(name: str, raw: str) -> float:
     return value
 
 
-def _compression(name: str, raw: str) -> str:
-    value = raw.strip().lower()
-    if value not in _COMPRESSIONS:
-        raise _fail(name, raw, "gzip, deflate or none")
-    return value
-
-
 def _key_values(name: str, raw: str, *, secret: bool) -> str:
     shown = "'***'" if secret else repr(raw)
     for item in raw.split(","):
@@ -302,13 +305,6 @@ def _key_values(name: str, raw: str, *, secret: bool) -> str:
         if not sep or not key.strip():
             raise ConfigError(f"{name}={shown}: expected comma-separated key=value pairs")
     return raw
-
-
-def _sampler(name: str, raw: str) -> str:
-    value = raw.strip().lower()
-    if value not in _SAMPLERS:
-        raise _fail(name, raw, f"one of {', '.join(_SAMPLERS)}")
-    return value
 
 
 def _ratio(name: str, raw: str) -> float:
