@@ -16,11 +16,19 @@ TEST_DEPS = [
     "requests>=2.28",
     "grpcio>=1.60",
     "opentelemetry-proto>=1.27",
+    "uvicorn>=0.23",
 ]
 
-# (python, flask): the oldest supported pair and the newest; `tests_all` covers the rest.
-CI_MATRIX = [("3.9", "2.2"), ("3.13", "3")]
-FULL_MATRIX = [("3.10", "3"), ("3.11", "3"), ("3.12", "3"), ("3.9", "3"), ("3.13", "2.2")]
+# (python, flask, django): the oldest supported set and the newest; `tests_all` the rest.
+CI_MATRIX = [("3.9", "2.2", "4.2"), ("3.13", "3", "6")]
+FULL_MATRIX = [
+    ("3.10", "3", "5.2"),
+    ("3.11", "3", "5.2"),
+    ("3.12", "3", "6"),
+    ("3.9", "3", "4.2"),
+    ("3.13", "2.2", "5.2"),
+]
+DJANGO = {"4.2": "django>=4.2,<5", "5.2": "django>=5.2,<6", "6": "django>=6,<7"}
 
 
 def _flask(version: str) -> list[str]:
@@ -30,23 +38,27 @@ def _flask(version: str) -> list[str]:
     return ["flask>=3,<4"]
 
 
-def _run_tests(session: nox.Session, flask: str) -> None:
-    session.install("-e", ".[grpc]", *TEST_DEPS, *_flask(flask))
+def _run_tests(session: nox.Session, flask: str, django: str) -> None:
+    session.install("-e", ".[grpc]", *TEST_DEPS, *_flask(flask), DJANGO[django])
     session.run("pytest", *(session.posargs or ["-q"]))
 
 
-@nox.session
-@nox.parametrize("python,flask", CI_MATRIX, ids=[f"py{p}-flask{f}" for p, f in CI_MATRIX])
-def tests(session: nox.Session, flask: str) -> None:
-    """The test suite on the oldest and newest supported Python/Flask pairs."""
-    _run_tests(session, flask)
+def _ids(matrix: list[tuple[str, str, str]]) -> list[str]:
+    return [f"py{p}-flask{f}-django{d}" for p, f, d in matrix]
 
 
 @nox.session
-@nox.parametrize("python,flask", FULL_MATRIX, ids=[f"py{p}-flask{f}" for p, f in FULL_MATRIX])
-def tests_all(session: nox.Session, flask: str) -> None:
+@nox.parametrize("python,flask,django", CI_MATRIX, ids=_ids(CI_MATRIX))
+def tests(session: nox.Session, flask: str, django: str) -> None:
+    """The test suite on the oldest and newest supported Python/Flask/Django sets."""
+    _run_tests(session, flask, django)
+
+
+@nox.session
+@nox.parametrize("python,flask,django", FULL_MATRIX, ids=_ids(FULL_MATRIX))
+def tests_all(session: nox.Session, flask: str, django: str) -> None:
     """The rest of the matrix: every Python 3.9-3.13 (run locally before a release)."""
-    _run_tests(session, flask)
+    _run_tests(session, flask, django)
 
 
 @nox.session(python="3.13")
@@ -61,7 +73,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python="3.13")
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over src/cxtrace (py.typed ships with the package)."""
-    session.install("mypy>=1.10", "-e", ".[grpc]", "flask>=3", "types-requests")
+    session.install("mypy>=1.10", "-e", ".[grpc]", "flask>=3", "django>=5.2", "types-requests")
     session.run("mypy")
 
 

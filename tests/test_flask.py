@@ -642,7 +642,7 @@ def test_uninstrument_restores_flask_and_stops_tracing(
 def test_instrument_is_idempotent(otlp: Receiver, instrument: Any) -> None:
     first = instrument(otlp)
     assert cxtrace.instrument(apdex_threshold_ms=5) is first
-    assert first.integrations == ("flask",)
+    assert "flask" in first.integrations
 
 
 def test_cxtrace_enabled_false_installs_nothing(
@@ -678,7 +678,7 @@ def test_instrument_logs_one_info_line_and_a_warning_per_missing_integration(
 ) -> None:
     with caplog.at_level(logging.INFO, logger="cxtrace"):
         instrument(
-            otlp, integrations=["flask", "django"], env={"CXTRACE_JOURNEYS_FILE": journeys_file}
+            otlp, integrations=["flask", "requests"], env={"CXTRACE_JOURNEYS_FILE": journeys_file}
         )
         cxtrace.instrument()
 
@@ -690,4 +690,4 @@ def test_instrument_logs_one_info_line_and_a_warning_per_missing_integration(
     assert "traces:otlp/http/protobuf" in infos[0]
     warnings = [r.getMessage() for r in ours if r.levelno == logging.WARNING]
     assert len(warnings) == 1
-    assert "django" in warnings[0]
+    assert "requests" in warnings[0]

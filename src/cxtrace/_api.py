@@ -123,6 +123,10 @@ def _installer(name: str) -> Optional[Callable[[Recorder, Patcher], str]]:
         from cxtrace._integrations.flask import instrument_flask  # noqa: PLC0415
 
         return instrument_flask
+    if name == "django":
+        from cxtrace._integrations.django import instrument_django  # noqa: PLC0415
+
+        return instrument_django
     return None
 
 

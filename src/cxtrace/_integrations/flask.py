@@ -29,6 +29,7 @@ _log = logging.getLogger("cxtrace")
 MIN_VERSION = (2, 2)
 _RESOLVE = Guard("flask.resolve")
 _ERROR = Guard("flask.error")
+_DISPATCHED = Guard("flask.dispatched")
 
 
 def _version(module: Any) -> tuple[int, ...]:
@@ -58,12 +59,19 @@ def instrument_flask(recorder: Recorder, patcher: Patcher) -> str:
         wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         state = current_request()
-        if state is not None:
-            with _RESOLVE:
-                request = cast("Any", flask.request)._get_current_object()
-                rule = request.url_rule
-                state.resolve(rule.rule if rule is not None else None, request)
-        return wrapped(*args, **kwargs)
+        if state is None:
+            return wrapped(*args, **kwargs)
+        request = None
+        with _RESOLVE:
+            request = cast("Any", flask.request)._get_current_object()
+            rule = request.url_rule
+            state.resolve(rule.rule if rule is not None else None, request)
+        try:
+            return wrapped(*args, **kwargs)
+        finally:
+            if request is not None:
+                with _DISPATCHED:
+                    state.dispatched(request)
 
     def handle_exception(
         wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]

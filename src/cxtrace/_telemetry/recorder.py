@@ -277,7 +277,11 @@ class RequestState:
     # ------------------------------------------------------------------ during the request
 
     def resolve(self, route: Optional[str], request: Any = None) -> None:
-        """The framework matched the request: route, step, resolvers. Runs once."""
+        """The framework matched the request (before the view): route, step, segment.
+
+        Runs once. The ``segment=`` resolver runs here so that spans the view starts
+        already carry the segment.
+        """
         if self.resolved:
             return
         self.resolved = True
@@ -285,17 +289,35 @@ class RequestState:
         self.route = route
         if not self.step_from_code:
             self.step = rec.matcher.match(route, self.path, self.method)
-        if request is not None and rec.has_resolvers:
-            if rec.segment_resolver is not None and not self.segment_from_code:
-                with _RESOLVE_SEGMENT:
-                    value = rec.segment_resolver(request)
-                    if value is not None:
-                        self.set_segment(rec.segments.admit(value), from_code=False)
-            if rec.user_resolver is not None and self.user_hash is None:
-                with _RESOLVE_USER:
-                    user = rec.user_resolver(request)
-                    if user is not None:
-                        self.set_user(user)
+        resolver = rec.segment_resolver
+        if request is not None and resolver is not None and not self.segment_from_code:
+            with _RESOLVE_SEGMENT:
+                value = resolver(request)
+                if value is not None:
+                    self.set_segment(rec.segments.admit(value), from_code=False)
+
+    def dispatched(
+        self, request: Any, default_user: Optional[Callable[[Any], object]] = None
+    ) -> None:
+        """The view has run (still inside the framework's request context): the user.
+
+        The ``user=`` resolver runs after the view because that is where apps log users
+        in; ``default_user`` is the integration's own fallback (Django's cached user).
+        """
+        rec = self.recorder
+        if self.user_hash is not None:
+            return
+        resolver: Optional[Callable[[Any], object]] = rec.user_resolver
+        if resolver is None:
+            if rec.user_key is None:  # the fallback is implicit: no key, no lookup, no warning
+                return
+            resolver = default_user
+        if resolver is None:
+            return
+        with _RESOLVE_USER:
+            user = resolver(request)
+            if user is not None:
+                self.set_user(user)
 
     # The server span gets its cx.* attributes once, in finish(): a segment or step set
     # late in the request then never leaves a stale value behind (attributes cannot be

@@ -1,0 +1,148 @@
+"""Django: WSGI and ASGI, sync and async views, without touching ``MIDDLEWARE``.
+
+Patches on Django's handler classes (every project, whatever its settings):
+
+- ``WSGIHandler.__call__`` / ``ASGIHandler.__call__``: the outermost funnel, outside
+  every middleware; the span lives from here until the body has been sent (WSGI:
+  ``close()`` of the response; ASGI: the last ``http.response.body`` message), so
+  ``StreamingHttpResponse`` and ``FileResponse`` are timed to their last byte.
+- ``BaseHandler.resolve_request``: after URL resolution, before the view: the route
+  template (``ResolverMatch.route``), the step, the ``segment=`` resolver.
+- ``BaseHandler.get_response`` / ``get_response_async``: after the view: the user. Each
+  keeps its own colour, so async views get no thread hop and sync views no event loop.
+- ``django.core.handlers.exception.response_for_exception``: Django turning an exception
+  into a response; when that response is a 5xx the request is an error (a 404 from the
+  resolver is not).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from cxtrace._guard import Guard
+from cxtrace._integrations.asgi import traced_asgi_call
+from cxtrace._integrations.wsgi import traced_wsgi_call
+from cxtrace._patch import Patcher
+from cxtrace._telemetry.recorder import Recorder, current_request
+
+__all__ = ["MIN_VERSION", "cached_user_pk", "instrument_django", "route_of"]
+
+MIN_VERSION = (4, 2)
+_RESOLVE = Guard("django.resolve")
+_DISPATCHED = Guard("django.dispatched")
+_ERROR = Guard("django.error")
+
+
+def route_of(match: Any) -> Optional[str]:
+    """``ResolverMatch.route`` as an http.route: leading ``/``, regex anchors dropped.
+
+    >>> class M: route = "products/<int:product_id>/"
+    >>> route_of(M())
+    '/products/<int:product_id>/'
+    """
+    route = getattr(match, "route", None)
+    if not isinstance(route, str):
+        return None
+    if route.startswith("^"):  # re_path: "^legacy/(?P<id>[0-9]+)/$"
+        route = route[1:]
+    if route.endswith("$") and not route.endswith("\\$"):
+        route = route[:-1]
+    return "/" + route.lstrip("/")
+
+
+def cached_user_pk(request: Any) -> object:
+    """The authenticated user's pk, only if the app already loaded the user.
+
+    ``AuthenticationMiddleware`` makes ``request.user`` lazy; reading it would hit the
+    session and the database. Django caches the loaded user on the request
+    (``_cached_user``, or ``_acached_user`` for ``request.auser()``), so we read only that.
+    """
+    attrs = getattr(request, "__dict__", {})
+    for name in ("_cached_user", "_acached_user"):
+        user = attrs.get(name)
+        if user is not None and getattr(user, "is_authenticated", False) is True:
+            return getattr(user, "pk", None)
+    return None
+
+
+def _version() -> tuple[int, ...]:
+    import django  # noqa: PLC0415
+
+    return tuple(int(part) for part in django.VERSION[:2])
+
+
+def instrument_django(recorder: Recorder, patcher: Patcher) -> str:
+    """Patch Django's handlers; returns a description or raises ImportError / RuntimeError."""
+    found = _version()
+    if found < MIN_VERSION:
+        raise RuntimeError(f"Django {'.'.join(map(str, found))} is older than the supported 4.2")
+    from django.core.handlers import exception  # noqa: PLC0415
+    from django.core.handlers.asgi import ASGIHandler  # noqa: PLC0415
+    from django.core.handlers.base import BaseHandler  # noqa: PLC0415
+    from django.core.handlers.wsgi import WSGIHandler  # noqa: PLC0415
+
+    def wsgi_call(
+        wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        if kwargs or len(args) != 2:
+            return wrapped(*args, **kwargs)
+        return traced_wsgi_call(recorder, wrapped, args[0], args[1])
+
+    def asgi_call(
+        wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        if kwargs or len(args) != 3:
+            return wrapped(*args, **kwargs)
+        return traced_asgi_call(recorder, wrapped, args[0], args[1], args[2])
+
+    def resolve_request(
+        wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        match = wrapped(*args, **kwargs)  # raises Resolver404: then there is no route
+        state = current_request()
+        if state is not None and args:
+            with _RESOLVE:
+                state.resolve(route_of(match), args[0])
+        return match
+
+    def get_response(
+        wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        response = wrapped(*args, **kwargs)
+        state = current_request()
+        if state is not None and args:
+            with _DISPATCHED:
+                state.dispatched(args[0], cached_user_pk)
+        return response
+
+    def get_response_async(
+        wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        async def run() -> Any:
+            response = await wrapped(*args, **kwargs)
+            state = current_request()
+            if state is not None and args:
+                with _DISPATCHED:
+                    state.dispatched(args[0], cached_user_pk)
+            return response
+
+        return run()
+
+    def response_for_exception(
+        wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        response = wrapped(*args, **kwargs)
+        state = current_request()
+        if state is not None and len(args) == 2:
+            with _ERROR:
+                if getattr(response, "status_code", 500) >= 500:
+                    state.fail(args[1])
+        return response
+
+    patcher.wrap(WSGIHandler, "__call__", wsgi_call)
+    patcher.wrap(ASGIHandler, "__call__", asgi_call)
+    patcher.wrap(BaseHandler, "resolve_request", resolve_request)
+    patcher.wrap(BaseHandler, "get_response", get_response)
+    patcher.wrap(BaseHandler, "get_response_async", get_response_async)
+    patcher.wrap(exception, "response_for_exception", response_for_exception)
+    return f"django {'.'.join(map(str, found))}"
