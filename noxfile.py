@@ -17,6 +17,7 @@ TEST_DEPS = [
     "grpcio>=1.60",
     "opentelemetry-proto>=1.27",
     "uvicorn>=0.23",
+    "hypothesis>=6.80",
 ]
 
 # (python, flask, django): the oldest supported set and the newest; `tests_all` the rest.
@@ -79,8 +80,15 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session(python="3.13")
 def demo(session: nox.Session) -> None:
-    """An example Flask shop under load; prints what cxtrace exported per segment and step."""
+    """A Flask shop and its Django backend under load; what cxtrace exported, per segment."""
     session.install(
-        "-e", ".[grpc]", "flask>=3", "requests>=2.28", "opentelemetry-proto>=1.27", "grpcio>=1.60"
+        "-e",
+        ".[grpc]",
+        "flask>=3",
+        "django>=4.2",
+        "uvicorn>=0.23",
+        "requests>=2.28",
+        "opentelemetry-proto>=1.27",
+        "grpcio>=1.60",
     )
     session.run("python", "examples/demo.py", *session.posargs)

@@ -34,27 +34,21 @@ STEPS = ["browse", "view_product", "add_to_cart", "checkout", "purchase"]
 WORDS = {"satisfied": "satisfied", "tolerating": "tolerating", "frustrated": "frustrated"}
 
 
-def start_shop(receiver: Receiver, log: Path) -> tuple[subprocess.Popen[str], str]:
-    env = {
-        **os.environ,
-        **receiver.env(),
-        "CXTRACE_JOURNEYS_FILE": str(ROOT / "examples" / "shop" / "journeys.toml"),
-        "OTEL_METRIC_EXPORT_INTERVAL": "2000",
-        "OTEL_BSP_SCHEDULE_DELAY": "500",
-    }
-    shop = subprocess.Popen(
-        [sys.executable, str(ROOT / "examples" / "shop" / "app.py"), "--port", "0"],
-        env=env,
+def start(argv: list[str], env: dict[str, str], log: Path) -> tuple[subprocess.Popen[str], str]:
+    """Start a service that prints 'listening on URL' when ready; return it and its URL."""
+    proc = subprocess.Popen(
+        [sys.executable, *argv],
+        env={**os.environ, **env},
         stdout=subprocess.PIPE,
         stderr=log.open("w"),
         text=True,
     )
-    assert shop.stdout is not None
-    line = shop.stdout.readline()
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
     if "listening on" not in line:
-        shop.kill()
-        raise SystemExit(f"the shop did not start: {line!r}")
-    return shop, line.rsplit(" ", 1)[1].strip()
+        proc.kill()
+        raise SystemExit(f"{argv[0]} did not start; see {log}")
+    return proc, line.rsplit(" ", 1)[1].strip()
 
 
 def shopper(base: str, segment: str, stop: threading.Event, sent: list[int]) -> None:
@@ -85,7 +79,7 @@ def summarize(receiver: Receiver) -> None:
     counts: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
     latest: dict[tuple[tuple[str, object], ...], tuple[int, float, dict[str, object]]] = {}
     for point in receiver.points:
-        if point.metric != "cx.requests":
+        if point.metric != "cx.requests" or point.resource.get("service.name") != "shop":
             continue
         key = tuple(sorted(point.attributes.items()))
         if key not in latest or point.time_ns >= latest[key][0]:
@@ -122,6 +116,15 @@ def summarize(receiver: Receiver) -> None:
                 f"{int(c['satisfied']):>10} {int(c['tolerating']):>10} {int(c['frustrated']):>10}"
             )
     print("\nconversions: " + ", ".join(f"{s} {int(n)}" for s, n in conversions.items()))
+    backend = [
+        p
+        for p in receiver.points
+        if p.metric == "cx.requests" and p.resource.get("service.name") == "backend"
+    ]
+    if backend:
+        routes = sorted({str(p.attributes.get("http.route")) for p in backend})
+        total = receiver.metric_total("cx.requests") - sum(sum(c.values()) for c in counts.values())
+        print(f"backend (Django): {int(total)} requests on {', '.join(routes)}")
     worst.sort(reverse=True)
     print("\nIn business words:")
     for frustrated, segment, step, apdex, _total in worst[:3]:
@@ -142,9 +145,29 @@ def main() -> int:
 
     with Receiver("http/protobuf") as receiver:
         print(f"OTLP receiver on {receiver.endpoint}")
-        log = Path(tempfile.gettempdir()) / "cxtrace-demo-shop.log"
-        shop, base = start_shop(receiver, log)
-        print(f"shop (Flask + cxtrace) on {base}, service.name=shop; its log: {log}")
+        logs = Path(tempfile.gettempdir())
+        telemetry = {
+            **receiver.env(),
+            "OTEL_METRIC_EXPORT_INTERVAL": "2000",
+            "OTEL_BSP_SCHEDULE_DELAY": "500",
+        }
+        backend, backend_url = start(
+            [str(ROOT / "examples" / "backend" / "serve.py"), "--port", "0"],
+            telemetry,
+            logs / "cxtrace-demo-backend.log",
+        )
+        print(f"backend (Django ASGI + cxtrace) on {backend_url}, service.name=backend")
+        shop, base = start(
+            [str(ROOT / "examples" / "shop" / "app.py"), "--port", "0"],
+            {
+                **telemetry,
+                "SHOP_BACKEND_URL": backend_url,
+                "CXTRACE_JOURNEYS_FILE": str(ROOT / "examples" / "shop" / "journeys.toml"),
+            },
+            logs / "cxtrace-demo-shop.log",
+        )
+        print(f"shop (Flask + cxtrace) on {base}, service.name=shop")
+        print(f"service logs: {logs}/cxtrace-demo-*.log")
         stop, sent = threading.Event(), [0]
         shoppers = [
             threading.Thread(target=shopper, args=(base, segment, stop, sent), daemon=True)
@@ -168,8 +191,10 @@ def main() -> int:
             stop.set()
             for thread in shoppers:
                 thread.join(timeout=5)
-            shop.terminate()  # the shop flushes its telemetry on SIGTERM
-            shop.wait(timeout=30)
+            for service in (shop, backend):
+                service.terminate()  # each flushes its telemetry on SIGTERM
+            for service in (shop, backend):
+                service.wait(timeout=30)
         summarize(receiver)
     return 0
 

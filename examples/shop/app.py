@@ -2,6 +2,9 @@
 
     CXTRACE_JOURNEYS_FILE=examples/shop/journeys.toml python examples/shop/app.py --port 8000
 
+With ``SHOP_BACKEND_URL`` set, checkout asks the Django backend (examples/backend) for
+stock and purchases go through its payment endpoint, over ``requests``.
+
 Two problems are built in so the telemetry has a story to tell (the demo's load generator
 sends the X-Customer-Tier header):
 - checkout is slow for enterprise customers (their cart has many line items to price);
@@ -11,11 +14,13 @@ sends the X-Customer-Tier header):
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import signal
 import time
 from typing import Any
 
+import requests
 from flask import Flask, jsonify, request
 from werkzeug.serving import make_server
 
@@ -23,6 +28,8 @@ import cxtrace
 
 app = Flask(__name__)  # built before instrument(): cxtrace patches the class, so it counts
 PRODUCTS = {i: {"id": i, "name": f"Product {i}", "price": 10.0 + i} for i in range(1, 21)}
+BACKEND = os.environ.get("SHOP_BACKEND_URL", "").rstrip("/")
+http = requests.Session()
 
 
 def tier() -> str:
@@ -50,6 +57,8 @@ def add_to_cart() -> Any:
 
 @app.get("/checkout")
 def checkout() -> Any:
+    if BACKEND:
+        http.get(f"{BACKEND}/stock/{random.randint(1, 20)}/", timeout=5).raise_for_status()
     if tier() == "enterprise":
         time.sleep(random.uniform(0.8, 5.0))  # pricing hundreds of line items, one by one
     else:
@@ -59,9 +68,13 @@ def checkout() -> Any:
 
 @app.post("/orders")
 def orders() -> Any:
-    if tier() == "pro" and random.random() < 0.2:
-        raise RuntimeError("payment provider timed out")
+    flaky = tier() == "pro" and random.random() < 0.2
     value = round(random.uniform(20, 200), 2)
+    if BACKEND:
+        paid = http.post(f"{BACKEND}/payments/", json={"amount": value, "flaky": flaky}, timeout=5)
+        paid.raise_for_status()  # a failed payment is this request's error too
+    elif flaky:
+        raise RuntimeError("payment provider timed out")
     cxtrace.mark_conversion(value=value, currency="EUR")
     return jsonify(order=random.randint(1000, 9999), value=value), 201
 

@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from typing import Final, Optional
 from urllib.parse import quote, unquote_to_bytes
 
+from cxtrace._core.keys import CX_JOURNEY, CX_SEGMENT, CX_STEP
 from cxtrace._core.privacy import MAX_SEGMENT_LENGTH
 
 __all__ = [
@@ -45,9 +46,6 @@ __all__ = [
 ]
 
 # The same keys as the span attributes in _telemetry/semconv.py (_core cannot import it).
-CX_SEGMENT: Final = "cx.segment"
-CX_JOURNEY: Final = "cx.journey"
-CX_STEP: Final = "cx.step"
 CX_KEYS: Final = (CX_SEGMENT, CX_JOURNEY, CX_STEP)
 SIG_KEY: Final = "cx.sig"
 

@@ -19,17 +19,13 @@ from types import MappingProxyType
 from typing import Final, Optional, Union
 
 from cxtrace._core.errors import ConfigError
+from cxtrace._core.keys import CX_JOURNEY, CX_STEP, CX_STEP_INDEX
 
 __all__ = ["HTTP_METHODS", "Journey", "Step", "StepMatcher", "StepRef", "normalize_route"]
 
 HTTP_METHODS: Final = frozenset(
     {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
 )
-
-# Attribute keys repeated here (not imported) because _core must not import _telemetry.
-_JOURNEY_KEY: Final = "cx.journey"
-_STEP_KEY: Final = "cx.step"
-_STEP_INDEX_KEY: Final = "cx.step.index"
 
 
 def normalize_route(route: str) -> str:
@@ -194,10 +190,10 @@ def _ref(
 ) -> StepRef:
     attrs: dict[str, Union[str, int]] = {}
     if journey is not None:
-        attrs[_JOURNEY_KEY] = journey
-    attrs[_STEP_KEY] = step
+        attrs[CX_JOURNEY] = journey
+    attrs[CX_STEP] = step
     if index is not None:
-        attrs[_STEP_INDEX_KEY] = index
+        attrs[CX_STEP_INDEX] = index
     return StepRef(
         journey=journey,
         step=step,

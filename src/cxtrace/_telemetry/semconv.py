@@ -17,11 +17,13 @@ from opentelemetry.semconv.attributes import (
     user_agent_attributes,
 )
 
+from cxtrace._core import keys
+
 # cx.* on every span of a request
-CX_SEGMENT: Final = "cx.segment"
-CX_JOURNEY: Final = "cx.journey"
-CX_STEP: Final = "cx.step"
-CX_STEP_INDEX: Final = "cx.step.index"
+CX_SEGMENT: Final = keys.CX_SEGMENT
+CX_JOURNEY: Final = keys.CX_JOURNEY
+CX_STEP: Final = keys.CX_STEP
+CX_STEP_INDEX: Final = keys.CX_STEP_INDEX
 # cx.* on the server span, when the request finishes
 CX_APDEX_THRESHOLD_MS: Final = "cx.apdex.threshold_ms"
 CX_SATISFACTION: Final = "cx.satisfaction"

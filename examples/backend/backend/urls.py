@@ -1,0 +1,10 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from backend import views
+
+urlpatterns = [
+    path("stock/<int:product_id>/", views.stock),
+    path("payments/", views.payment),
+]
