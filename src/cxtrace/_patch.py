@@ -9,10 +9,11 @@ stays in place and turns pass-through instead of tearing their wrapper off too.
 
 from __future__ import annotations
 
-import threading
 from typing import Any, Callable
 
 import wrapt
+
+from cxtrace._core.locks import ForkSafeLock
 
 __all__ = ["Patcher", "WrapperFn"]
 
@@ -36,7 +37,7 @@ class Patcher:
 
     def __init__(self) -> None:
         self._patches: list[_Patch] = []
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
 
     def wrap(self, owner: Any, name: str, fn: WrapperFn) -> None:
         """Wrap ``owner.name`` with ``fn(wrapped, instance, args, kwargs)``."""

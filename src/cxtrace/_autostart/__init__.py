@@ -1,0 +1,1 @@
+"""The directory ``cxtrace run`` puts first on ``PYTHONPATH``; see ``sitecustomize.py``."""
