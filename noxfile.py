@@ -17,7 +17,12 @@ TEST_DEPS = [
     "grpcio>=1.60",
     "opentelemetry-proto>=1.27",
     "uvicorn>=0.23",
+    "gunicorn>=21",  # tests/test_run.py: pre-fork workers under `cxtrace run`
     "hypothesis>=6.80",
+    # tests/test_coexistence.py: next to OpenTelemetry's own instrumentations
+    "opentelemetry-instrumentation-requests",
+    "opentelemetry-instrumentation-flask",
+    "opentelemetry-instrumentation-django",
 ]
 
 # (python, flask, django): the oldest supported set and the newest; `tests_all` the rest.

@@ -62,6 +62,9 @@ def receiver_env(receiver: Receiver) -> dict[str, str]:
     """Environment that points cxtrace's own providers at ``receiver``, exporting promptly."""
     env = dict(receiver.env())
     env.update(
+        # The tests' own HTTP client is requests: leave it uninstrumented unless a test
+        # asks for the requests integration (it then sets CXTRACE_INTEGRATIONS itself).
+        CXTRACE_INTEGRATIONS="flask,django",
         OTEL_BSP_SCHEDULE_DELAY="50",
         OTEL_METRIC_EXPORT_INTERVAL="60000",  # metrics are flushed explicitly by flush()
         OTEL_SERVICE_NAME="cxtrace-tests",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -674,11 +675,16 @@ def test_bad_configuration_raises_config_error_naming_the_variable(
 
 
 def test_instrument_logs_one_info_line_and_a_warning_per_missing_integration(
-    otlp: Receiver, instrument: Any, caplog: pytest.LogCaptureFixture, journeys_file: str
+    otlp: Receiver,
+    instrument: Any,
+    caplog: pytest.LogCaptureFixture,
+    journeys_file: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setitem(sys.modules, "django", None)  # as if Django were not installed
     with caplog.at_level(logging.INFO, logger="cxtrace"):
         instrument(
-            otlp, integrations=["flask", "requests"], env={"CXTRACE_JOURNEYS_FILE": journeys_file}
+            otlp, integrations=["flask", "django"], env={"CXTRACE_JOURNEYS_FILE": journeys_file}
         )
         cxtrace.instrument()
 
@@ -690,4 +696,4 @@ def test_instrument_logs_one_info_line_and_a_warning_per_missing_integration(
     assert "traces:otlp/http/protobuf" in infos[0]
     warnings = [r.getMessage() for r in ours if r.levelno == logging.WARNING]
     assert len(warnings) == 1
-    assert "requests" in warnings[0]
+    assert "django is not installed" in warnings[0]

@@ -101,6 +101,7 @@ Instrumentation.__module__ = "cxtrace"
 
 _lock = threading.Lock()
 _handle: Optional[Instrumentation] = None
+_retired: Optional[Providers] = None  # providers of an uninstrumented handle, not shut down
 _processor_active = False  # read by the span processor we added to a provider
 
 
@@ -127,6 +128,10 @@ def _installer(name: str) -> Optional[Callable[[Recorder, Patcher], str]]:
         from cxtrace._integrations.django import instrument_django  # noqa: PLC0415
 
         return instrument_django
+    if name == "requests":
+        from cxtrace._integrations.requests import instrument_requests  # noqa: PLC0415
+
+        return instrument_requests
     return None
 
 
@@ -150,7 +155,7 @@ def instrument(
     override the journeys file, which overrides defaults. Raises :class:`cxtrace.ConfigError`
     for invalid configuration. Idempotent: a second call returns the same handle.
     """
-    global _handle, _processor_active  # noqa: PLW0603 - the one process-wide handle
+    global _handle, _processor_active, _retired  # noqa: PLW0603 - the one process-wide handle
     handle = _handle
     if handle is not None:  # lock-free fast path
         _log_again(handle)
@@ -184,6 +189,7 @@ def instrument(
         recorder = Recorder(
             settings, providers.tracer_provider, providers.meter_provider, __version__
         )
+        providers.on_fork(recorder.bind)  # a forked child gets fresh providers (bootstrap)
         add_processor = getattr(providers.tracer_provider, "add_span_processor", None)
         if add_processor is not None:
             processor = _processors.get(id(providers.tracer_provider))
@@ -207,6 +213,7 @@ def instrument(
         handle.integrations = tuple(d.split(" ", 1)[0] for d in enabled)
         _processor_active = True
         _handle = handle
+        _retired = None  # bootstrap reused them if they were alive: the new handle owns them
         journeys_desc = (
             ", ".join(f"{j.name} ({len(j.steps)} steps)" for j in settings.journeys) or "none"
         )
@@ -247,7 +254,7 @@ def _log_again(handle: Instrumentation) -> None:
 
 def uninstrument() -> None:
     """Restore every function cxtrace patched; spans already started still finish."""
-    global _handle, _processor_active  # noqa: PLW0603
+    global _handle, _processor_active, _retired  # noqa: PLW0603
     with _lock:
         handle, _handle = _handle, None
         _processor_active = False
@@ -256,6 +263,7 @@ def uninstrument() -> None:
         if handle._recorder is not None:
             handle._recorder.active = False
         handle._patcher.undo()
+        _retired = handle._providers  # still exporting until shutdown() or a new instrument()
 
 
 def shutdown(timeout_s: float = 5.0) -> None:
@@ -263,11 +271,12 @@ def shutdown(timeout_s: float = 5.0) -> None:
 
     Other providers (the app's own) are flushed, never shut down. Also uninstruments.
     """
-    with _lock:
-        handle = _handle
+    global _retired
     uninstrument()
-    if handle is not None and handle._providers is not None:
-        handle._providers.shutdown(timeout_s)
+    with _lock:
+        providers, _retired = _retired, None
+    if providers is not None:
+        providers.shutdown(timeout_s)
 
 
 # --------------------------------------------------------------------------- request API

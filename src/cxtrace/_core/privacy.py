@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import threading
 from typing import Final, Optional
 from urllib.parse import unquote_plus
+
+from cxtrace._core.locks import ForkSafeLock
 
 __all__ = [
     "MAX_SEGMENT_LENGTH",
@@ -65,6 +66,8 @@ def redact_query(query: str) -> str:
 
     >>> redact_query("q=shoes&access_token=abc&Password=x")
     'q=shoes&access_token=REDACTED&Password=REDACTED'
+
+    A value that is a URL carrying credentials is redacted too, whatever its key.
     """
     if not query:
         return query
@@ -72,10 +75,23 @@ def redact_query(query: str) -> str:
     changed = False
     for i, part in enumerate(parts):
         key, sep, value = part.partition("=")
-        if sep and value and _is_secret_key(key):
+        if sep and value and (_is_secret_key(key) or _has_url_credentials(value)):
             parts[i] = key + "=" + REDACTED
             changed = True
     return "&".join(parts) if changed else query
+
+
+def _has_url_credentials(value: str) -> bool:
+    """A query value that is itself a URL with ``user:password@`` (plain or %-encoded)."""
+    if "@" not in value and "%40" not in value.upper():
+        return False
+    decoded = unquote_plus(value) if "%" in value else value
+    scheme_end = decoded.find("://")
+    if scheme_end < 0:
+        return False
+    at = decoded.find("@", scheme_end)
+    slash = decoded.find("/", scheme_end + 3)
+    return at >= 0 and (slash < 0 or at < slash)
 
 
 def strip_credentials(url: str) -> str:
@@ -123,7 +139,7 @@ class SegmentGate:
         self._names: set[str] = set()  # admitted names when there is no allowlist
         self._cache: dict[str, str] = {}  # raw value -> admitted name, bounded
         self._max_distinct = max_distinct
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()  # a request thread may hold it when a server forks
 
     def admit(self, value: object) -> str:
         if not isinstance(value, str):

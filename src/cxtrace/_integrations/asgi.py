@@ -89,13 +89,15 @@ async def traced_asgi_call(
     scope: dict[str, Any],
     receive: Any,
     send: Send,
+    *,
+    defer_span: bool = False,
 ) -> None:
     """Run one ASGI HTTP call traced; other scope types pass straight through."""
     if scope.get("type") != "http":
         return await wrapped(scope, receive, send)
     state = None
     with _START:
-        state = recorder.begin(AsgiView(scope))
+        state = recorder.begin(AsgiView(scope), defer_span=defer_span)
     if state is None:
         return await wrapped(scope, receive, send)
 

@@ -17,6 +17,8 @@ Patches on Django's handler classes (every project, whatever its settings):
 
 from __future__ import annotations
 
+import contextlib
+import weakref
 from typing import Any, Optional
 
 from cxtrace._guard import Guard
@@ -65,6 +67,39 @@ def cached_user_pk(request: Any) -> object:
     return None
 
 
+_CONTRIB_MIDDLEWARE_MODULE = "opentelemetry.instrumentation.django.middleware.otel_middleware"
+_contrib_handlers: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+
+def _has_contrib_middleware(handler: Any) -> bool:
+    """Whether OpenTelemetry contrib's Django middleware is in this handler's chain.
+
+    Then contrib starts the server span (in ``process_request``) and cxtrace adopts it
+    instead of starting a second. Decided once per handler, from the middleware it loaded.
+    """
+    try:
+        return _contrib_handlers[handler]
+    except KeyError:
+        pass
+    except TypeError:  # not weak-referenceable: decide every time
+        pass
+    found = any(
+        type(getattr(method, "__self__", None)).__module__ == _CONTRIB_MIDDLEWARE_MODULE
+        for method in getattr(handler, "_view_middleware", None) or ()
+    )
+    with contextlib.suppress(TypeError):
+        _contrib_handlers[handler] = found
+    return found
+
+
+def _hand_over(response: Any) -> None:
+    state = current_request()
+    if state is not None and state.deferred:
+        with _ERROR:
+            state.adopt_current_span()
+            state.hand_over(int(getattr(response, "status_code", 0) or 0))
+
+
 def _version() -> tuple[int, ...]:
     import django  # noqa: PLC0415
 
@@ -86,24 +121,49 @@ def instrument_django(recorder: Recorder, patcher: Patcher) -> str:
     ) -> Any:
         if kwargs or len(args) != 2:
             return wrapped(*args, **kwargs)
-        return traced_wsgi_call(recorder, wrapped, args[0], args[1])
+        return traced_wsgi_call(
+            recorder, wrapped, args[0], args[1], defer_span=_has_contrib_middleware(instance)
+        )
 
     def asgi_call(
         wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         if kwargs or len(args) != 3:
             return wrapped(*args, **kwargs)
+        # Not deferred to contrib under ASGI: its middleware is sync-only, so Django runs it
+        # in a worker thread whose context (and span) never flows back to the request's
+        # task; cxtrace keeps its own server span and contrib nests an INTERNAL one.
         return traced_asgi_call(recorder, wrapped, args[0], args[1], args[2])
 
     def resolve_request(
         wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        match = wrapped(*args, **kwargs)  # raises Resolver404: then there is no route
         state = current_request()
+        if state is not None and state.deferred:
+            with _RESOLVE:
+                state.adopt_current_span()  # contrib's middleware started it by now
+        match = wrapped(*args, **kwargs)  # raises Resolver404: then there is no route
         if state is not None and args:
             with _RESOLVE:
                 state.resolve(route_of(match), args[0])
         return match
+
+    def inner_response(
+        wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        response = wrapped(*args, **kwargs)  # the view, inside every middleware
+        _hand_over(response)
+        return response
+
+    def inner_response_async(
+        wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        async def run() -> Any:
+            response = await wrapped(*args, **kwargs)
+            _hand_over(response)
+            return response
+
+        return run()
 
     def get_response(
         wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -137,6 +197,7 @@ def instrument_django(recorder: Recorder, patcher: Patcher) -> str:
             with _ERROR:
                 if getattr(response, "status_code", 500) >= 500:
                     state.fail(args[1])
+        _hand_over(response)
         return response
 
     patcher.wrap(WSGIHandler, "__call__", wsgi_call)
@@ -145,4 +206,8 @@ def instrument_django(recorder: Recorder, patcher: Patcher) -> str:
     patcher.wrap(BaseHandler, "get_response", get_response)
     patcher.wrap(BaseHandler, "get_response_async", get_response_async)
     patcher.wrap(exception, "response_for_exception", response_for_exception)
+    # Only needed beside contrib, whose middleware ends its span in process_response,
+    # before cxtrace's outer hooks run: the view's own response is the last moment.
+    patcher.wrap(BaseHandler, "_get_response", inner_response)
+    patcher.wrap(BaseHandler, "_get_response_async", inner_response_async)
     return f"django {'.'.join(map(str, found))}"

@@ -53,7 +53,10 @@ def instrument_flask(recorder: Recorder, patcher: Patcher) -> str:
     def call(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if kwargs or len(args) != 2:
             return wrapped(*args, **kwargs)
-        return traced_wsgi_call(recorder, wrapped, args[0], args[1])
+        # An app OpenTelemetry's contrib FlaskInstrumentor instrumented gets its server span
+        # from contrib's before_request hook: adopt that one rather than nest two.
+        contrib = getattr(instance, "_is_instrumented_by_opentelemetry", False) is True
+        return traced_wsgi_call(recorder, wrapped, args[0], args[1], defer_span=contrib)
 
     def full_dispatch_request(
         wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -66,12 +69,18 @@ def instrument_flask(recorder: Recorder, patcher: Patcher) -> str:
             request = cast("Any", flask.request)._get_current_object()
             rule = request.url_rule
             state.resolve(rule.rule if rule is not None else None, request)
+        response = None
         try:
-            return wrapped(*args, **kwargs)
+            response = wrapped(*args, **kwargs)
+            return response
         finally:
-            if request is not None:
-                with _DISPATCHED:
+            with _DISPATCHED:
+                if request is not None:
                     state.dispatched(request)
+                if response is not None and state.deferred:
+                    # contrib ends its span at teardown, before the body is sent
+                    state.adopt_current_span()
+                    state.hand_over(int(getattr(response, "status_code", 0) or 0))
 
     def handle_exception(
         wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -80,7 +89,12 @@ def instrument_flask(recorder: Recorder, patcher: Patcher) -> str:
         if state is not None and args:
             with _ERROR:
                 state.fail(args[0])
-        return wrapped(*args, **kwargs)
+        response = wrapped(*args, **kwargs)  # re-raises when PROPAGATE_EXCEPTIONS is on
+        if state is not None and state.deferred:
+            with _ERROR:
+                state.adopt_current_span()
+                state.hand_over(int(getattr(response, "status_code", 0) or 0))
+        return response
 
     http_exception = _http_exception_type()
 

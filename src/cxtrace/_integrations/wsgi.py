@@ -130,11 +130,13 @@ def traced_wsgi_call(
     wrapped: Callable[..., Iterable[bytes]],
     environ: dict[str, Any],
     start_response: Callable[..., Any],
+    *,
+    defer_span: bool = False,
 ) -> Iterable[bytes]:
     """Run one WSGI call traced: begin, the app, then watch the body until close()."""
     state = None
     with _START:
-        state = recorder.begin(WsgiView(environ))
+        state = recorder.begin(WsgiView(environ), defer_span=defer_span)
     if state is None:  # excluded, nested, disabled, or our start failed
         return wrapped(environ, start_response)
 

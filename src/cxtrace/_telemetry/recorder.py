@@ -22,17 +22,18 @@ import math
 import time
 from collections.abc import Mapping
 from contextvars import ContextVar, Token
-from typing import Any, Callable, Final, Optional, Protocol, Union
+from typing import Any, Callable, Final, NamedTuple, Optional, Protocol, Union
 
+from opentelemetry import baggage, propagate, trace
 from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from cxtrace._core.apdex import classify
+from cxtrace._core.apdex import Outcome, classify
+from cxtrace._core.baggage import CX_KEYS, SIG_KEY, inbound_cx
 from cxtrace._core.config import Settings
 from cxtrace._core.journeys import StepRef
 from cxtrace._core.privacy import UNKNOWN, SegmentGate, hash_user, redact_query
@@ -40,7 +41,14 @@ from cxtrace._core.request import RequestView
 from cxtrace._guard import Guard
 from cxtrace._telemetry import semconv as sc
 
-__all__ = ["CxSpanProcessor", "Recorder", "RequestState", "ServerRequest", "current_request"]
+__all__ = [
+    "CxSpanProcessor",
+    "Recorder",
+    "RequestState",
+    "ServerRequest",
+    "current_request",
+    "exception_type",
+]
 
 _log = logging.getLogger("cxtrace")
 
@@ -95,12 +103,13 @@ class _ViewGetter(Getter[RequestView]):
 
 
 _GETTER: Final = _ViewGetter()
+_BAGGAGE_KEYS: Final = (*CX_KEYS, SIG_KEY)
 _RESOLVE_SEGMENT = Guard("segment resolver")
 _RESOLVE_USER = Guard("user resolver")
 _SPAN_START = Guard("span processor")
 
 
-def _exception_type(exc: BaseException) -> str:
+def exception_type(exc: BaseException) -> str:
     cls = type(exc)
     module = cls.__module__
     return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
@@ -114,6 +123,31 @@ class Recorder:
     ) -> None:
         self.settings = settings
         self.active = True
+        self.version = version
+        self.bind(tracer_provider, meter_provider)
+        self.matcher = settings.step_matcher
+        self.segments = SegmentGate(settings.segments_allowed)
+        self.threshold_s = settings.apdex_threshold_ms / 1000.0
+        self.threshold_attr = round(settings.apdex_threshold_ms)
+        self.frustrated_status = settings.frustrated_status
+        self.excluded = settings.excluded_urls
+        self.segment_header_key = settings.segment_header_key
+        self.user_key = settings.user_hash_key
+        self.segment_resolver = settings.segment_resolver
+        self.user_resolver = settings.user_resolver
+        self.has_resolvers = self.segment_resolver is not None or self.user_resolver is not None
+        self._warned_no_user_key = False
+        self.inbound_key = settings.propagation_key
+        self.trust_inbound = settings.trust_inbound_baggage
+        self.reads_inbound = self.inbound_key is not None or self.trust_inbound
+
+    def bind(self, tracer_provider: Any, meter_provider: Any) -> None:
+        """(Re)take the tracer and instruments from these providers.
+
+        Called at construction, and after a fork when cxtrace rebuilds its providers for
+        the child process (pre-fork servers): requests then export through the child's.
+        """
+        version = self.version
         self.tracer = tracer_provider.get_tracer("cxtrace", version)
         meter = meter_provider.get_meter("cxtrace", version)
         self.requests_counter = meter.create_counter(
@@ -132,22 +166,16 @@ class Recorder:
             description="Duration of HTTP server requests, until the body was sent",
             explicit_bucket_boundaries_advisory=sc.DURATION_BUCKETS_S,
         )
-        self.matcher = settings.step_matcher
-        self.segments = SegmentGate(settings.segments_allowed)
-        self.threshold_s = settings.apdex_threshold_ms / 1000.0
-        self.threshold_attr = round(settings.apdex_threshold_ms)
-        self.frustrated_status = settings.frustrated_status
-        self.excluded = settings.excluded_urls
-        self.segment_header_key = settings.segment_header_key
-        self.user_key = settings.user_hash_key
-        self.segment_resolver = settings.segment_resolver
-        self.user_resolver = settings.user_resolver
-        self.has_resolvers = self.segment_resolver is not None or self.user_resolver is not None
-        self._warned_no_user_key = False
 
     # ------------------------------------------------------------------ begin
 
-    def begin(self, view: ServerRequest) -> Optional[RequestState]:
+    def begin(self, view: ServerRequest, *, defer_span: bool = False) -> Optional[RequestState]:
+        """Start recording a server request; None when it is excluded or already traced.
+
+        ``defer_span``: an OpenTelemetry contrib instrumentation will start the server span
+        further in; cxtrace then starts none, adopts contrib's (``adopt_current_span``) and
+        writes its attributes onto it (``hand_over``): one server span, not two.
+        """
         if not self.active:
             return None
         if self.excluded is not None and self.excluded.search(view.path):
@@ -161,16 +189,29 @@ class Recorder:
             segment = self.segments.admit(view.header(self.segment_header_key))
 
         state = RequestState(self, method, view.path, view.scheme)
-        state.segment = segment
         existing = trace.get_current_span()
-        if existing.is_recording() and getattr(existing, "kind", None) is SpanKind.SERVER:
+        enrich = existing.is_recording() and getattr(existing, "kind", None) is SpanKind.SERVER
+        if enrich or defer_span:
+            parent = otel_context.get_current()
+        else:
+            parent = propagate.extract(view, getter=_GETTER)
+        raw_baggage = view.header("HTTP_BAGGAGE")
+        if raw_baggage is not None and "cx." in raw_baggage:
+            parent = self._take_inbound_cx(state, raw_baggage, parent)
+            if segment == UNKNOWN and state.upstream_segment is not None:
+                segment = state.upstream_segment
+        state.segment = segment
+        if enrich:
             # Someone (e.g. an OpenTelemetry contrib middleware) already made the server
             # span: enrich it rather than nest a second one. Its owner ends it.
             state.span = existing
             state.owns_span = False
             state.recording = True
+        elif defer_span:
+            state.owns_span = False
+            state.deferred = True
+            state.start_wall_ns = time.time_ns()
         else:
-            parent = propagate.extract(view, getter=_GETTER)
             attributes: dict[str, Union[str, int]] = {
                 sc.HTTP_REQUEST_METHOD: method,
                 sc.URL_PATH: view.path,
@@ -205,6 +246,28 @@ class Recorder:
         state.token = _current.set(state)
         return state
 
+    def _take_inbound_cx(self, state: RequestState, raw: str, parent: Context) -> Context:
+        """Use inbound CX baggage only when it verifies (or is trusted); never relay it.
+
+        Whatever the verdict, the cx.* entries are removed from the OpenTelemetry baggage
+        the request runs with, so app code and outbound calls never see forged values.
+        """
+        if self.reads_inbound:
+            span_context = trace.get_current_span(parent).get_span_context()
+            trace_id = format(span_context.trace_id, "032x") if span_context.is_valid else ""
+            cx = inbound_cx(
+                raw, trace_id=trace_id, key=self.inbound_key, trust_unsigned=self.trust_inbound
+            )
+            if cx:
+                if cx.get(sc.CX_SEGMENT):
+                    state.upstream_segment = self.segments.admit(cx[sc.CX_SEGMENT])
+                if cx.get(sc.CX_STEP):
+                    state.upstream_step = self.matcher.named(cx[sc.CX_STEP], cx.get(sc.CX_JOURNEY))
+        for key in _BAGGAGE_KEYS:
+            if baggage.get_baggage(key, parent) is not None:
+                parent = baggage.remove_baggage(key, parent)
+        return parent
+
     def warn_no_user_key(self) -> None:
         if not self._warned_no_user_key:
             self._warned_no_user_key = True
@@ -222,6 +285,7 @@ class RequestState:
         "conversion_currency",
         "conversion_marked",
         "conversion_value",
+        "deferred",
         "error",
         "error_handled",
         "finished",
@@ -238,11 +302,15 @@ class RequestState:
         "segment",
         "segment_from_code",
         "span",
+        "span_written",
         "start_ns",
+        "start_wall_ns",
         "status",
         "step",
         "step_from_code",
         "token",
+        "upstream_segment",
+        "upstream_step",
         "user_hash",
     )
 
@@ -260,6 +328,8 @@ class RequestState:
         self.token: Optional[Token[Optional[RequestState]]] = None
         self.segment = UNKNOWN
         self.segment_from_code = False
+        self.upstream_segment: Optional[str] = None  # from verified inbound CX baggage
+        self.upstream_step: Optional[StepRef] = None
         self.route: Optional[str] = None
         self.step: Optional[StepRef] = None
         self.step_from_code = False
@@ -273,6 +343,9 @@ class RequestState:
         self.conversion_currency: Optional[str] = None
         self.protocol_version: Optional[str] = None
         self.finished = False
+        self.span_written = False  # our attributes are on the span (finish or hand_over)
+        self.deferred = False  # contrib starts (and ends early) the server span: hand_over
+        self.start_wall_ns: Optional[int] = None  # only when deferred
 
     # ------------------------------------------------------------------ during the request
 
@@ -288,7 +361,9 @@ class RequestState:
         rec = self.recorder
         self.route = route
         if not self.step_from_code:
-            self.step = rec.matcher.match(route, self.path, self.method)
+            # This service's own rules first; else the step the (verified) caller is in,
+            # so a backend can say which customer journeys it serves.
+            self.step = rec.matcher.match(route, self.path, self.method) or self.upstream_step
         resolver = rec.segment_resolver
         if request is not None and resolver is not None and not self.segment_from_code:
             with _RESOLVE_SEGMENT:
@@ -397,9 +472,66 @@ class RequestState:
             return
         self.finished = True
         duration_s = ((end_ns or time.perf_counter_ns()) - self.start_ns) / 1e9
-        rec = self.recorder
         if not self.resolved:
             self.resolve(self.route)
+        verdict = self._judge(duration_s)
+        self._count(verdict, duration_s)
+        if self.deferred and self.span is None:
+            self._start_late_span()
+        if not self.span_written:
+            self._write_span(verdict)
+        if self.owns_span and self.span is not None:
+            self.span.end()
+
+    def _start_late_span(self) -> None:
+        """A deferred request whose contrib span never showed up: trace it ourselves.
+
+        Deferring must never lose a request's span; this one starts at the request's start
+        (wall clock taken at begin) and ends now.
+        """
+        rec = self.recorder
+        span = rec.tracer.start_span(
+            "HTTP" if self.method is sc.OTHER_METHOD else self.method,
+            kind=SpanKind.SERVER,
+            start_time=self.start_wall_ns,
+            attributes={
+                sc.HTTP_REQUEST_METHOD: self.method,
+                sc.URL_PATH: self.path,
+                sc.URL_SCHEME: self.scheme,
+            },
+        )
+        self.span = span
+        self.owns_span = True
+        self.recording = span.is_recording()
+
+    def adopt_current_span(self) -> None:
+        """Take the server span someone else started inside our request (contrib)."""
+        if self.span is not None:
+            return
+        span = trace.get_current_span()
+        if span.is_recording() and getattr(span, "kind", None) is SpanKind.SERVER:
+            self.span = span
+            self.owns_span = False
+            self.recording = True
+
+    def hand_over(self, status: int) -> None:
+        """Write our attributes now, on a span its owner ends before the body is sent.
+
+        OpenTelemetry contrib ends its Flask span at request teardown and its Django span
+        in ``process_response``, both before a streamed body is sent: the span then gets
+        the outcome as known at that moment, while the metrics (recorded by ``finish``)
+        still measure until the last byte.
+        """
+        if self.span_written or not self.recording:
+            return
+        if status:
+            self.status = status
+        if not self.resolved:
+            self.resolve(self.route)
+        self._write_span(self._judge((time.perf_counter_ns() - self.start_ns) / 1e9))
+
+    def _judge(self, duration_s: float) -> _Verdict:
+        rec = self.recorder
         step = self.step
         threshold_s = rec.threshold_s
         threshold_attr = rec.threshold_attr
@@ -410,20 +542,25 @@ class RequestState:
         error = self.error
         is_error = error is not None or status in rec.frustrated_status
         outcome = classify(duration_s, threshold_s, is_error=is_error)
-        converted = (
+        converted = bool(
             (self.conversion_marked or (step is not None and step.conversion))
             and not is_error
             and 0 < status < 400
         )
         error_type: Optional[str] = None
         if error is not None:
-            error_type = _exception_type(error)
+            error_type = exception_type(error)
         elif status >= 500 or status in rec.frustrated_status:
             error_type = str(status)
+        return _Verdict(outcome, threshold_attr, error_type, converted)
 
+    def _count(self, verdict: _Verdict, duration_s: float) -> None:
+        rec = self.recorder
+        step = self.step
+        status = self.status
         segment = self.segment
         request_attrs: dict[str, Union[str, int]] = {
-            sc.CX_SATISFACTION: outcome.satisfaction,
+            sc.CX_SATISFACTION: verdict.outcome.satisfaction,
             sc.CX_SEGMENT: segment,
             sc.HTTP_REQUEST_METHOD: self.method,
         }
@@ -442,13 +579,13 @@ class RequestState:
             duration_attrs[sc.CX_STEP] = step.step
         if status:
             duration_attrs[sc.HTTP_RESPONSE_STATUS_CODE] = status
-        if error_type is not None:
-            duration_attrs[sc.ERROR_TYPE] = error_type
+        if verdict.error_type is not None:
+            duration_attrs[sc.ERROR_TYPE] = verdict.error_type
         if self.protocol_version is not None:
             duration_attrs[sc.NETWORK_PROTOCOL_VERSION] = self.protocol_version
         rec.requests_counter.add(1, request_attrs)
         rec.duration_histogram.record(duration_s, duration_attrs)
-        if converted:
+        if verdict.converted:
             conversion_attrs: dict[str, str] = {sc.CX_SEGMENT: segment}
             if step is not None:
                 if step.journey is not None:
@@ -456,41 +593,50 @@ class RequestState:
                 conversion_attrs[sc.CX_STEP] = step.step
             rec.conversions_counter.add(1, conversion_attrs)
 
-        if self.recording:
-            span = self.span
-            attrs: dict[str, Union[str, int, float, bool]] = {
-                sc.CX_APDEX_THRESHOLD_MS: threshold_attr,
-                sc.CX_SATISFACTION: outcome.satisfaction,
-                sc.CX_SATISFACTION_SCORE: outcome.score,
-                sc.CX_CONVERSION: bool(converted),
-            }
-            if outcome.reason is not None:
-                attrs[sc.CX_FRUSTRATION_REASON] = outcome.reason
-            attrs[sc.CX_SEGMENT] = segment
-            if step is not None:
-                attrs.update(step.attributes)
-            if self.user_hash is not None:
-                attrs[sc.USER_HASH] = self.user_hash
-            if self.route is not None:
-                attrs[sc.HTTP_ROUTE] = self.route
-                if self.owns_span:
-                    method = "HTTP" if self.method is sc.OTHER_METHOD else self.method
-                    span.update_name(f"{method} {self.route}")
-            if status:
-                attrs[sc.HTTP_RESPONSE_STATUS_CODE] = status
-            if error_type is not None:
-                attrs[sc.ERROR_TYPE] = error_type
-            if converted and self.conversion_value is not None:
-                attrs[sc.CX_CONVERSION_VALUE] = self.conversion_value
-            if converted and self.conversion_currency is not None:
-                attrs[sc.CX_CONVERSION_CURRENCY] = self.conversion_currency
-            span.set_attributes(attrs)
-            if error is not None or status >= 500:
-                span.set_status(Status(StatusCode.ERROR, error_type))
+    def _write_span(self, verdict: _Verdict) -> None:
+        self.span_written = True
+        if not self.recording:
+            return
+        span = self.span
+        step = self.step
+        status = self.status
+        outcome = verdict.outcome
+        attrs: dict[str, Union[str, int, float, bool]] = {
+            sc.CX_APDEX_THRESHOLD_MS: verdict.threshold_attr,
+            sc.CX_SATISFACTION: outcome.satisfaction,
+            sc.CX_SATISFACTION_SCORE: outcome.score,
+            sc.CX_CONVERSION: verdict.converted,
+            sc.CX_SEGMENT: self.segment,
+        }
+        if outcome.reason is not None:
+            attrs[sc.CX_FRUSTRATION_REASON] = outcome.reason
+        if step is not None:
+            attrs.update(step.attributes)
+        if self.user_hash is not None:
+            attrs[sc.USER_HASH] = self.user_hash
+        if self.route is not None:
+            attrs[sc.HTTP_ROUTE] = self.route
             if self.owns_span:
-                span.end()
-        elif self.owns_span and self.span is not None:
-            self.span.end()  # a non-recording span still ends, for symmetry with the SDK
+                method = "HTTP" if self.method is sc.OTHER_METHOD else self.method
+                span.update_name(f"{method} {self.route}")
+        if status:
+            attrs[sc.HTTP_RESPONSE_STATUS_CODE] = status
+        if verdict.error_type is not None:
+            attrs[sc.ERROR_TYPE] = verdict.error_type
+        if verdict.converted and self.conversion_value is not None:
+            attrs[sc.CX_CONVERSION_VALUE] = self.conversion_value
+        if verdict.converted and self.conversion_currency is not None:
+            attrs[sc.CX_CONVERSION_CURRENCY] = self.conversion_currency
+        span.set_attributes(attrs)
+        if self.error is not None or status >= 500:
+            span.set_status(Status(StatusCode.ERROR, verdict.error_type))
+
+
+class _Verdict(NamedTuple):
+    outcome: Outcome
+    threshold_attr: int
+    error_type: Optional[str]
+    converted: bool
 
 
 def check_conversion_value(value: object) -> Optional[float]:

@@ -1,0 +1,165 @@
+"""Outbound HTTP calls: client spans, W3C trace context and trusted CX baggage.
+
+A client integration (``requests``) asks :meth:`ClientRecorder.start` for a
+:class:`ClientCall`, sends the headers it returns, then ends it with the status or the
+exception. CX entries (``cx.segment``, ``cx.journey``, ``cx.step``, and ``cx.sig`` when
+``CXTRACE_PROPAGATION_KEY`` is set) go only to hosts matching ``CXTRACE_PROPAGATE_TO``;
+every host gets ``traceparent``. ``user.hash`` is never propagated.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from typing import Any, Final, Optional, Union
+from urllib.parse import urlsplit
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.context import (
+    _SUPPRESS_HTTP_INSTRUMENTATION_KEY,
+    _SUPPRESS_INSTRUMENTATION_KEY,
+)
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from cxtrace._core.baggage import outbound_header
+from cxtrace._core.config import Settings
+from cxtrace._core.privacy import UNKNOWN, redact_query, strip_credentials
+from cxtrace._telemetry import semconv as sc
+from cxtrace._telemetry.recorder import Recorder, current_request, exception_type
+
+__all__ = ["ClientCall", "ClientRecorder"]
+
+_KNOWN_METHODS: Final = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+)
+
+
+def _host_pattern(globs: tuple[str, ...]) -> Optional[re.Pattern[str]]:
+    """One compiled alternation for CXTRACE_PROPAGATE_TO; None means every host."""
+    if "*" in globs:
+        return None
+    return re.compile("|".join(fnmatch.translate(glob) for glob in globs))
+
+
+class ClientRecorder:
+    """Outbound calls for one instrumentation; everything decided at instrument()."""
+
+    def __init__(self, recorder: Recorder, settings: Settings) -> None:
+        self.recorder = recorder
+        self.key = settings.propagation_key
+        self.hosts = _host_pattern(settings.propagate_to)
+
+    def start(self, method: str, url: str, headers: Any) -> Optional[ClientCall]:
+        """Begin one call; ``headers`` (a mutable mapping) gets the propagation headers."""
+        if not self.recorder.active:
+            return None
+        ctx = otel_context.get_current()
+        if ctx.get(_SUPPRESS_INSTRUMENTATION_KEY):
+            return None
+        call = ClientCall(self, method)
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        if not ctx.get(_SUPPRESS_HTTP_INSTRUMENTATION_KEY):
+            # No one traced this call yet (an OpenTelemetry contrib instrumentation around
+            # us sets the key while it calls through): ours is the one client span.
+            upper = method.upper()
+            known = upper if upper in _KNOWN_METHODS else sc.OTHER_METHOD
+            attributes: dict[str, Union[str, int]] = {
+                sc.HTTP_REQUEST_METHOD: known,
+                sc.URL_FULL: _safe_url(url, parts.query),
+            }
+            if known is sc.OTHER_METHOD:
+                attributes[sc.HTTP_REQUEST_METHOD_ORIGINAL] = method
+            if host:
+                attributes[sc.SERVER_ADDRESS] = host
+            try:
+                port = parts.port
+            except ValueError:
+                port = None
+            port = port or (443 if parts.scheme == "https" else 80 if parts.scheme else None)
+            if port:
+                attributes[sc.SERVER_PORT] = port
+            span = self.recorder.tracer.start_span(
+                "HTTP" if known is sc.OTHER_METHOD else known,
+                kind=SpanKind.CLIENT,
+                attributes=attributes,
+            )
+            call.span = span
+            ctx = trace.set_span_in_context(span, ctx)
+            # Nested HTTP instrumentations (urllib3, contrib requests) see the call traced.
+            ctx = otel_context.set_value(_SUPPRESS_HTTP_INSTRUMENTATION_KEY, True, ctx)
+            call.token = otel_context.attach(ctx)
+            propagate.inject(headers, context=ctx)
+        self._add_cx(headers, host, ctx)
+        return call
+
+    def _add_cx(self, headers: Any, host: str, ctx: Any) -> None:
+        state = current_request()
+        cx: dict[str, str] = {}
+        if state is not None and (self.hosts is None or self.hosts.match(host)):
+            if state.segment != UNKNOWN:
+                cx[sc.CX_SEGMENT] = state.segment
+            step = state.step
+            if step is not None:
+                cx[sc.CX_STEP] = step.step
+                if step.journey is not None:
+                    cx[sc.CX_JOURNEY] = step.journey
+        existing = headers.get("baggage")
+        if not cx and (existing is None or "cx." not in existing):
+            return
+        span_context = trace.get_current_span(ctx).get_span_context()
+        trace_id = format(span_context.trace_id, "032x") if span_context.is_valid else ""
+        value = outbound_header(existing, cx, trace_id=trace_id, key=self.key)
+        if value:
+            headers["baggage"] = value
+        elif existing is not None:
+            del headers["baggage"]  # only relayed cx.* entries were in it
+
+
+def _safe_url(url: str, query: str) -> str:
+    """url.full without user:password@ and with secret query values redacted."""
+    safe = strip_credentials(url)
+    if query:
+        redacted = redact_query(query)
+        if redacted is not query:
+            safe = safe.replace("?" + query, "?" + redacted, 1)
+    return safe
+
+
+class ClientCall:
+    """One outbound call in flight."""
+
+    __slots__ = ("client", "method", "span", "token")
+
+    def __init__(self, client: ClientRecorder, method: str) -> None:
+        self.client = client
+        self.method = method
+        self.span: Any = None
+        self.token: Any = None
+
+    def detach(self) -> None:
+        if self.token is not None:
+            otel_context.detach(self.token)
+            self.token = None
+
+    def end(self, status: int = 0, error: Optional[BaseException] = None) -> None:
+        span = self.span
+        if span is None:
+            return
+        self.span = None
+        if span.is_recording():
+            error_type = None
+            if error is not None:
+                error_type = exception_type(error)
+                span.record_exception(error)
+            elif status >= 400:
+                error_type = str(status)
+            attrs: dict[str, Union[str, int]] = {}
+            if status:
+                attrs[sc.HTTP_RESPONSE_STATUS_CODE] = status
+            if error_type is not None:
+                attrs[sc.ERROR_TYPE] = error_type
+                span.set_status(Status(StatusCode.ERROR, error_type))
+            span.set_attributes(attrs)
+        span.end()

@@ -1,0 +1,330 @@
+"""requests and CX propagation between real services on loopback.
+
+An upstream Flask service calls downstream services (Django, or a Flask echo) through
+``requests``; both run in this process under werkzeug, instrumented once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from flask import Flask, jsonify, request
+from opentelemetry import baggage
+from opentelemetry import context as otel_context
+
+import cxtrace
+from cxtrace._core.baggage import sign
+from otlp_receiver import Receiver, SpanRecord
+
+pytest.importorskip("django")
+import test_django
+
+KEY = "propagation-secret"
+ALL = "flask,django,requests"
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
+
+JOURNEYS = """
+[segments]
+header = "X-Tier"
+[[journeys]]
+name = "purchase"
+steps = [{ name = "checkout", route = "/call" }]
+"""
+
+
+def make_upstream() -> Flask:
+    app = Flask("upstream")
+
+    @app.get("/call")
+    def call() -> Any:
+        target = request.args["target"]
+        token = None
+        if "tenant" in request.args:  # the app's own baggage, which must survive
+            token = otel_context.attach(baggage.set_baggage("tenant", request.args["tenant"]))
+        try:
+            if request.args.get("session"):
+                with requests.Session() as http:
+                    answer = http.get(target, timeout=5)
+            else:
+                answer = requests.get(target, timeout=5)
+        finally:
+            if token is not None:
+                otel_context.detach(token)
+        return answer.text, answer.status_code
+
+    @app.get("/echo")
+    def echo() -> Any:
+        return jsonify(
+            traceparent=request.headers.get("traceparent"),
+            baggage=request.headers.get("baggage"),
+            otel_baggage=dict(baggage.get_all()),
+            authorization=request.headers.get("Authorization"),
+        )
+
+    return app
+
+
+@pytest.fixture
+def journeys_file(tmp_path: Path) -> str:
+    path = tmp_path / "journeys.toml"
+    path.write_text(JOURNEYS)
+    return str(path)
+
+
+def spans_of(otlp: Receiver, kind: str, **attrs: object) -> list[SpanRecord]:
+    """Spans of ``kind`` with ``attrs``; CLIENT ones only from inside a served request.
+
+    The test itself calls the services with requests, which is instrumented too: its
+    own client spans have no parent and are left out.
+    """
+    return [
+        s
+        for s in otlp.spans
+        if s.kind == kind
+        and (kind != "CLIENT" or s.parent_span_id is not None)
+        and all(s.attributes.get(k) == v for k, v in attrs.items())
+    ]
+
+
+def test_a_backend_sees_which_segment_and_step_it_serves(
+    otlp: Receiver, instrument: Any, serve: Any, journeys_file: str
+) -> None:
+    handle = instrument(
+        otlp,
+        env={
+            "CXTRACE_INTEGRATIONS": ALL,
+            "CXTRACE_PROPAGATION_KEY": KEY,
+            "CXTRACE_JOURNEYS_FILE": journeys_file,
+        },
+    )
+    backend = serve(test_django.WSGI_APP)
+    shop = serve(make_upstream())
+
+    response = requests.get(
+        f"{shop}/call",
+        params={"target": f"{backend}/products/9/"},
+        headers={"X-Tier": "enterprise"},
+    )
+
+    assert response.text == "product 9"
+    otlp.wait_for(lambda r: len(spans_of(r, "SERVER")) == 2 and len(spans_of(r, "CLIENT")) == 1)
+    upstream = spans_of(otlp, "SERVER", **{"url.path": "/call"})[0]
+    client = spans_of(otlp, "CLIENT")[0]
+    downstream = spans_of(otlp, "SERVER", **{"url.path": "/products/9/"})[0]
+    assert client.name == "GET"
+    assert client.parent_span_id == upstream.span_id
+    assert client.attributes["url.full"] == f"{backend}/products/9/"
+    assert client.attributes["server.address"] == "127.0.0.1"
+    assert client.attributes["http.response.status_code"] == 200
+    assert (client.attributes["cx.segment"], client.attributes["cx.step"]) == (
+        "enterprise",
+        "checkout",
+    )
+    assert (downstream.trace_id, downstream.parent_span_id) == (client.trace_id, client.span_id)
+    assert downstream.attributes["cx.segment"] == "enterprise"
+    assert (downstream.attributes["cx.journey"], downstream.attributes["cx.step"]) == (
+        "purchase",
+        "checkout",
+    )
+    handle.force_flush()
+    otlp.wait_for(
+        lambda r: (
+            r.metric_total("cx.requests", **{"http.route": "/products/<int:product_id>/"}) == 1
+        )
+    )
+    assert (
+        otlp.metric_total(
+            "cx.requests",
+            **{
+                "http.route": "/products/<int:product_id>/",
+                "cx.segment": "enterprise",
+                "cx.step": "checkout",
+            },
+        )
+        == 1
+    )
+
+
+@pytest.mark.parametrize("session", [False, True], ids=["requests.get", "Session.get"])
+def test_outbound_headers_keep_the_callers_baggage_and_sign_ours(
+    otlp: Receiver, instrument: Any, serve: Any, journeys_file: str, session: bool
+) -> None:
+    instrument(
+        otlp,
+        env={
+            "CXTRACE_INTEGRATIONS": ALL,
+            "CXTRACE_PROPAGATION_KEY": KEY,
+            "CXTRACE_JOURNEYS_FILE": journeys_file,
+        },
+    )
+    shop = serve(make_upstream())
+
+    seen = requests.get(
+        f"{shop}/call",
+        params={"target": f"{shop}/echo", "tenant": "acme", "session": "1" if session else ""},
+        headers={"X-Tier": "pro"},
+    ).json()
+
+    members = seen["baggage"].split(",")
+    assert members[0] == "tenant=acme"
+    assert "cx.segment=pro" in members
+    assert "cx.step=checkout" in members
+    assert any(m.startswith("cx.sig=") for m in members)
+    otlp.wait_for(lambda r: bool(spans_of(r, "CLIENT")) and bool(spans_of(r, "SERVER")))
+    client = spans_of(otlp, "CLIENT")
+    assert seen["traceparent"].split("-")[2] == client[0].span_id
+    # The echo endpoint verified it (same key) and keeps cx.* out of the app's baggage.
+    assert seen["otel_baggage"] == {"tenant": "acme"}
+    echo = spans_of(otlp, "SERVER", **{"url.path": "/echo"})
+    assert echo[0].attributes["cx.segment"] == "pro"
+
+
+def test_cx_goes_only_to_hosts_in_propagate_to(
+    otlp: Receiver, instrument: Any, serve: Any, journeys_file: str
+) -> None:
+    instrument(
+        otlp,
+        env={
+            "CXTRACE_INTEGRATIONS": ALL,
+            "CXTRACE_PROPAGATION_KEY": KEY,
+            "CXTRACE_JOURNEYS_FILE": journeys_file,
+            "CXTRACE_PROPAGATE_TO": "*.internal,10.*",
+        },
+    )
+    shop = serve(make_upstream())
+
+    seen = requests.get(
+        f"{shop}/call",
+        params={"target": f"{shop}/echo", "tenant": "acme"},
+        headers={"X-Tier": "pro"},
+    ).json()
+
+    assert seen["traceparent"] is not None
+    assert seen["baggage"] == "tenant=acme"
+
+
+def _forge(entries: dict[str, str], *, trace_id: str = TRACE_ID, key: str = KEY) -> str:
+    sig = sign(entries, trace_id, key.encode())
+    return ",".join([*(f"{k}={v}" for k, v in entries.items()), f"cx.sig={sig}"])
+
+
+GOOD = {"cx.segment": "free", "cx.journey": "purchase", "cx.step": "checkout"}
+HOSTILE = {
+    "unsigned": "cx.segment=enterprise",
+    "signed with another key": _forge({"cx.segment": "enterprise"}, key="guessed"),
+    "replayed onto another trace": _forge({"cx.segment": "enterprise"}, trace_id="1" * 32),
+    "value promoted after signing": _forge(GOOD).replace(
+        "cx.segment=free", "cx.segment=enterprise"
+    ),
+    "an entry truncated away": _forge(GOOD).replace("cx.step=checkout,", ""),
+    "values swapped between keys": _forge({"cx.segment": "enterprise", "cx.step": "free"})
+    .replace("cx.segment=enterprise", "cx.segment=TMP")
+    .replace("cx.step=free", "cx.step=enterprise")
+    .replace("cx.segment=TMP", "cx.segment=free"),
+    "duplicated segment": _forge(GOOD) + ",cx.segment=enterprise",
+    "oversized": _forge({"cx.segment": "enterprise"}) + ",pad=" + "x" * 9000,
+    "garbage": "cx.segment=%zz%%,,;;==\x7f",
+}
+
+
+@pytest.mark.parametrize("header", HOSTILE.values(), ids=HOSTILE.keys())
+def test_a_client_cannot_promote_itself_with_baggage(
+    otlp: Receiver, instrument: Any, serve: Any, header: str
+) -> None:
+    instrument(otlp, env={"CXTRACE_PROPAGATION_KEY": KEY})
+    shop = serve(make_upstream())
+
+    response = requests.get(f"{shop}/echo", headers={"traceparent": TRACEPARENT, "baggage": header})
+
+    assert response.status_code == 200
+    assert not any(k.startswith("cx.") for k in response.json()["otel_baggage"])
+    otlp.wait_for(lambda r: bool(spans_of(r, "SERVER")))
+    span = spans_of(otlp, "SERVER")
+    assert span[0].attributes["cx.segment"] == "unknown"
+    assert "cx.step" not in span[0].attributes
+
+
+def test_correctly_signed_baggage_is_used_and_member_order_does_not_matter(
+    otlp: Receiver, instrument: Any, serve: Any
+) -> None:
+    instrument(otlp, env={"CXTRACE_PROPAGATION_KEY": KEY})
+    shop = serve(make_upstream())
+    members = _forge(GOOD).split(",")
+
+    requests.get(
+        f"{shop}/echo", headers={"traceparent": TRACEPARENT, "baggage": ",".join(reversed(members))}
+    )
+
+    otlp.wait_for(lambda r: bool(spans_of(r, "SERVER")))
+    span = spans_of(otlp, "SERVER")[0]
+    assert (span.attributes["cx.segment"], span.attributes["cx.step"]) == ("free", "checkout")
+
+
+@pytest.mark.parametrize(("trust", "segment"), [("false", "unknown"), ("true", "enterprise")])
+def test_without_a_key_inbound_cx_is_used_only_when_trusted(
+    otlp: Receiver, instrument: Any, serve: Any, trust: str, segment: str
+) -> None:
+    instrument(otlp, env={"CXTRACE_TRUST_INBOUND_BAGGAGE": trust})
+    shop = serve(make_upstream())
+
+    response = requests.get(f"{shop}/echo", headers={"baggage": "cx.segment=enterprise"})
+
+    assert response.status_code == 200
+    otlp.wait_for(lambda r: bool(spans_of(r, "SERVER")))
+    assert spans_of(otlp, "SERVER")[0].attributes["cx.segment"] == segment
+
+
+def test_client_spans_hide_credentials_and_secret_query_values(
+    otlp: Receiver, instrument: Any, serve: Any
+) -> None:
+    instrument(otlp, env={"CXTRACE_INTEGRATIONS": ALL})
+    shop = serve(make_upstream())
+    port = shop.rsplit(":", 1)[1]
+
+    seen = requests.get(
+        f"{shop}/call",
+        params={"target": f"http://bob:hunter2@127.0.0.1:{port}/echo?q=1&token=tok-123"},
+    ).json()
+
+    assert seen["authorization"] is not None  # requests moved the credentials into the header
+    otlp.wait_for(lambda r: bool(spans_of(r, "CLIENT")))
+    client = spans_of(otlp, "CLIENT")[0]
+    assert client.attributes["url.full"] == f"http://127.0.0.1:{port}/echo?q=1&token=REDACTED"
+    for _, raw in otlp.payloads:
+        assert b"hunter2" not in raw
+        assert b"tok-123" not in raw
+
+
+def test_failed_calls_carry_error_type_and_the_exception_still_reaches_the_app(
+    otlp: Receiver, instrument: Any, serve: Any
+) -> None:
+    instrument(otlp, env={"CXTRACE_INTEGRATIONS": ALL})
+    shop = serve(make_upstream())
+
+    refused = requests.get(f"{shop}/call", params={"target": "http://127.0.0.1:9/"})
+    missing = requests.get(f"{shop}/call", params={"target": f"{shop}/nowhere"})
+
+    assert refused.status_code == 500  # the app saw requests' ConnectionError, unchanged
+    assert missing.status_code == 404
+    otlp.wait_for(lambda r: len(spans_of(r, "CLIENT")) == 2)
+    by_url = {s.attributes["url.full"]: s for s in spans_of(otlp, "CLIENT")}
+    assert by_url["http://127.0.0.1:9/"].attributes["error.type"] == (
+        "requests.exceptions.ConnectionError"
+    )
+    assert by_url["http://127.0.0.1:9/"].status_code == "ERROR"
+    assert by_url[f"{shop}/nowhere"].attributes["error.type"] == "404"
+    assert by_url[f"{shop}/nowhere"].attributes["http.response.status_code"] == 404
+
+
+def test_uninstrument_restores_session_send(otlp: Receiver, instrument: Any) -> None:
+    original = vars(requests.Session)["send"]
+    instrument(otlp, env={"CXTRACE_INTEGRATIONS": ALL})
+    assert vars(requests.Session)["send"] is not original
+
+    cxtrace.uninstrument()
+
+    assert vars(requests.Session)["send"] is original
