@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import logging
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -697,3 +698,33 @@ def test_instrument_logs_one_info_line_and_a_warning_per_missing_integration(
     warnings = [r.getMessage() for r in ours if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "django is not installed" in warnings[0]
+
+
+def test_concurrent_instrument_calls_patch_once_and_share_one_handle(
+    otlp: Receiver, instrument: Any, serve: Any
+) -> None:
+    barrier = threading.Barrier(16)
+    handles: list[cxtrace.Instrumentation] = []
+
+    def call() -> None:
+        barrier.wait()
+        handles.append(cxtrace.instrument())
+
+    instrument_env = instrument  # env and teardown only; the threads call instrument()
+    first = instrument_env(otlp)
+    cxtrace.uninstrument()
+    threads = [threading.Thread(target=call) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+
+    assert len(handles) == 16
+    assert len({id(h) for h in handles}) == 1
+    assert handles[0] is not first
+    patched = vars(flask.Flask)["__call__"]
+    assert type(patched).__name__ == "FunctionWrapper"
+    assert type(patched.__wrapped__).__name__ != "FunctionWrapper"  # wrapped exactly once
+    base = serve(make_app())
+    requests.get(f"{base}/products")
+    assert only_server_span(otlp, "/products").name == "GET /products"
