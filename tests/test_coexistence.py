@@ -23,6 +23,23 @@ from test_propagation import ALL, KEY, make_upstream, spans_of
 contrib_requests = pytest.importorskip("opentelemetry.instrumentation.requests")
 
 
+def shared_provider(otlp: Receiver) -> TracerProvider:
+    """One provider for contrib and cxtrace, as in an app that set up OpenTelemetry itself."""
+    provider = TracerProvider()
+    provider.add_span_processor(
+        SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{otlp.endpoint}/v1/traces"))
+    )
+    return provider
+
+
+def flush_until_counted(handle: cxtrace.Instrumentation, otlp: Receiver, requests_: int) -> None:
+    """contrib ends its span before the body closes and cxtrace counts the request:
+    flush until every request is counted (bounded)."""
+    deadline = time.monotonic() + 5
+    while otlp.metric_total("cx.requests") < requests_ and time.monotonic() < deadline:
+        handle.force_flush()
+
+
 @pytest.fixture
 def contrib() -> Iterator[Any]:
     instrumentor = contrib_requests.RequestsInstrumentor()
@@ -43,12 +60,8 @@ def test_one_client_span_per_call_and_cx_baggage_in_either_order(
         "CXTRACE_PROPAGATION_KEY": KEY,
         "CXTRACE_SEGMENT_HEADER": "X-Tier",
     }
-    # One provider for both, as in an app that set up OpenTelemetry itself; the order of
-    # patching is what the test varies.
-    provider = TracerProvider()
-    provider.add_span_processor(
-        SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{otlp.endpoint}/v1/traces"))
-    )
+    # The order of patching is what the test varies.
+    provider = shared_provider(otlp)
     if first == "contrib":
         contrib.instrument(tracer_provider=provider)
         handle = instrument(otlp, env=env, tracer_provider=provider)
@@ -81,10 +94,7 @@ contrib_flask = pytest.importorskip("opentelemetry.instrumentation.flask")
 def test_flask_one_server_span_enriched_by_cxtrace_in_either_order(
     otlp: Receiver, instrument: Any, serve: Any, first: str
 ) -> None:
-    provider = TracerProvider()
-    provider.add_span_processor(
-        SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{otlp.endpoint}/v1/traces"))
-    )
+    provider = shared_provider(otlp)
     env = {"CXTRACE_SEGMENT_HEADER": "X-Tier"}
     app = make_app()
     if first == "contrib":
@@ -98,11 +108,7 @@ def test_flask_one_server_span_enriched_by_cxtrace_in_either_order(
         assert requests.get(f"{base}/products/3", headers={"X-Tier": "pro"}).text == "product 3"
         assert requests.get(f"{base}/boom").status_code == 500
         otlp.wait_for(lambda r: len(spans_of(r, "SERVER")) >= 2)
-        # contrib's span ends at teardown, a moment before the body closes and cxtrace
-        # counts the request: flush until both requests are counted.
-        deadline = time.monotonic() + 5
-        while otlp.metric_total("cx.requests") < 2 and time.monotonic() < deadline:
-            handle.force_flush()
+        flush_until_counted(handle, otlp, 2)
     finally:
         contrib_flask.FlaskInstrumentor.uninstrument_app(app)
         provider.shutdown()
@@ -128,10 +134,7 @@ contrib_django = pytest.importorskip("opentelemetry.instrumentation.django")
 def test_django_one_server_span_enriched_by_cxtrace_in_either_order(
     otlp: Receiver, instrument: Any, serve: Any, first: str, server: str
 ) -> None:
-    provider = TracerProvider()
-    provider.add_span_processor(
-        SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{otlp.endpoint}/v1/traces"))
-    )
+    provider = shared_provider(otlp)
     env = {"CXTRACE_SEGMENT_HEADER": "X-Tier"}
     contrib = contrib_django.DjangoInstrumentor()
     if first == "contrib":
@@ -151,9 +154,7 @@ def test_django_one_server_span_enriched_by_cxtrace_in_either_order(
         assert requests.get(f"{base}/products/4/", headers={"X-Tier": "pro"}).text == "product 4"
         assert requests.get(f"{base}/boom/").status_code == 500
         otlp.wait_for(lambda r: len(spans_of(r, "SERVER")) >= 2)
-        deadline = time.monotonic() + 5
-        while otlp.metric_total("cx.requests") < 2 and time.monotonic() < deadline:
-            handle.force_flush()
+        flush_until_counted(handle, otlp, 2)
     finally:
         if runner is not None:
             runner.stop()
