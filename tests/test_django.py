@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import socket
 import tempfile
 import threading
 import time
@@ -356,3 +357,19 @@ def test_uninstrument_restores_django(otlp: Receiver, instrument: Any, django_se
 
     assert [vars(owner)[name] for owner, name in owners] == before
     assert otlp.spans == []
+
+
+def test_a_client_that_goes_away_mid_stream_still_ends_the_request(
+    otlp: Receiver, instrument: Any, django_server: str
+) -> None:
+    instrument(otlp)
+    host, port = django_server.rsplit("/", 1)[1].split(":")
+
+    with socket.create_connection((host, int(port)), timeout=5) as conn:
+        conn.sendall(b"GET /stream/?sleep=0.5 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert b"first" in conn.recv(4096) or b"first" in conn.recv(4096)
+    # the socket is closed before the second chunk: the span must still end
+
+    span = server_span(otlp, "/stream/")
+    assert span.attributes["http.response.status_code"] == 200
+    assert span.end_ns > span.start_ns
