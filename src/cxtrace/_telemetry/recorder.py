@@ -20,13 +20,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from contextvars import ContextVar, Token
 from typing import Any, Callable, Final, NamedTuple, Optional, Protocol, Union
 
 from opentelemetry import baggage, propagate, trace
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
+from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace import Span as SdkSpan
@@ -36,6 +37,7 @@ from cxtrace._core.apdex import Outcome, classify
 from cxtrace._core.baggage import CX_KEYS, SIG_KEY, inbound_cx
 from cxtrace._core.config import Settings
 from cxtrace._core.journeys import StepRef
+from cxtrace._core.locks import ForkSafeLock
 from cxtrace._core.privacy import UNKNOWN, SegmentGate, hash_user, redact_query
 from cxtrace._core.request import RequestView
 from cxtrace._guard import Guard
@@ -150,13 +152,22 @@ class Recorder:
         version = self.version
         self.tracer = tracer_provider.get_tracer("cxtrace", version)
         meter = meter_provider.get_meter("cxtrace", version)
-        self.requests_counter = meter.create_counter(
+        # The two counters are kept by cxtrace (a locked dict increment per request) and
+        # reported through observable counters at collection time: an SDK counter.add()
+        # cleans and hashes its attribute dict on every call, which was most of the cost
+        # of a request (tests/bench, `--profile`). Fresh tallies here also mean that a
+        # forked child never re-reports its parent's counts.
+        self.requests_tally = _Tally(_REQUEST_KEYS)
+        self.conversions_tally = _Tally(_CONVERSION_KEYS)
+        meter.create_observable_counter(
             sc.CX_REQUESTS,
+            callbacks=[self.requests_tally.observe],
             unit="{request}",
             description="Server requests by customer satisfaction (Apdex), segment and step",
         )
-        self.conversions_counter = meter.create_counter(
+        meter.create_observable_counter(
             sc.CX_CONVERSIONS,
+            callbacks=[self.conversions_tally.observe],
             unit="{conversion}",
             description="Successful conversion steps by journey, step and segment",
         )
@@ -559,39 +570,29 @@ class RequestState:
         step = self.step
         status = self.status
         segment = self.segment
-        request_attrs: dict[str, Union[str, int]] = {
-            sc.CX_SATISFACTION: verdict.outcome.satisfaction,
-            sc.CX_SEGMENT: segment,
-            sc.HTTP_REQUEST_METHOD: self.method,
-        }
+        journey = step.journey if step is not None else None
+        step_name = step.step if step is not None else None
+        rec.requests_tally.add(
+            (verdict.outcome.satisfaction, segment, journey, step_name, self.route, self.method)
+        )
         duration_attrs: dict[str, Union[str, int]] = {
             sc.HTTP_REQUEST_METHOD: self.method,
             sc.URL_SCHEME: self.scheme,
             sc.CX_SEGMENT: segment,
         }
         if self.route is not None:
-            request_attrs[sc.HTTP_ROUTE] = self.route
             duration_attrs[sc.HTTP_ROUTE] = self.route
-        if step is not None:
-            if step.journey is not None:
-                request_attrs[sc.CX_JOURNEY] = step.journey
-            request_attrs[sc.CX_STEP] = step.step
-            duration_attrs[sc.CX_STEP] = step.step
+        if step_name is not None:
+            duration_attrs[sc.CX_STEP] = step_name
         if status:
             duration_attrs[sc.HTTP_RESPONSE_STATUS_CODE] = status
         if verdict.error_type is not None:
             duration_attrs[sc.ERROR_TYPE] = verdict.error_type
         if self.protocol_version is not None:
             duration_attrs[sc.NETWORK_PROTOCOL_VERSION] = self.protocol_version
-        rec.requests_counter.add(1, request_attrs)
         rec.duration_histogram.record(duration_s, duration_attrs)
         if verdict.converted:
-            conversion_attrs: dict[str, str] = {sc.CX_SEGMENT: segment}
-            if step is not None:
-                if step.journey is not None:
-                    conversion_attrs[sc.CX_JOURNEY] = step.journey
-                conversion_attrs[sc.CX_STEP] = step.step
-            rec.conversions_counter.add(1, conversion_attrs)
+            rec.conversions_tally.add((journey, step_name, segment))
 
     def _write_span(self, verdict: _Verdict) -> None:
         self.span_written = True
@@ -630,6 +631,51 @@ class RequestState:
         span.set_attributes(attrs)
         if self.error is not None or status >= 500:
             span.set_status(Status(StatusCode.ERROR, verdict.error_type))
+
+
+_REQUEST_KEYS: Final = (
+    sc.CX_SATISFACTION,
+    sc.CX_SEGMENT,
+    sc.CX_JOURNEY,
+    sc.CX_STEP,
+    sc.HTTP_ROUTE,
+    sc.HTTP_REQUEST_METHOD,
+)
+_CONVERSION_KEYS: Final = (sc.CX_JOURNEY, sc.CX_STEP, sc.CX_SEGMENT)
+
+
+class _Tally:
+    """Cumulative counts per attribute set, read by an observable counter's callback.
+
+    Keys are tuples of attribute values in ``names`` order (None: attribute absent). They
+    are bounded: segments by the SegmentGate, steps and routes by configuration and route
+    templates, methods by the known set; each key's attribute dict is built once.
+    """
+
+    __slots__ = ("_attributes", "_counts", "_lock", "_names")
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self._names = names
+        self._counts: dict[tuple[Optional[str], ...], int] = {}
+        self._attributes: dict[tuple[Optional[str], ...], dict[str, str]] = {}
+        self._lock = ForkSafeLock()
+
+    def add(self, key: tuple[Optional[str], ...]) -> None:
+        with self._lock:
+            count = self._counts.get(key)
+            if count is None:
+                self._attributes[key] = {
+                    name: value for name, value in zip(self._names, key) if value is not None
+                }
+                self._counts[key] = 1
+            else:
+                self._counts[key] = count + 1
+
+    def observe(self, options: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            counts = list(self._counts.items())
+        attributes = self._attributes
+        return [Observation(count, attributes[key]) for key, count in counts]
 
 
 class _Verdict(NamedTuple):
