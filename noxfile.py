@@ -1,4 +1,5 @@
-"""Developer tasks: `nox -s tests`, `nox -s lint`, `nox -s typecheck`, `nox -s demo`.
+"""Developer tasks: `nox -s tests`, `nox -s lint`, `nox -s typecheck`, `nox -s demo`,
+`nox -s bench` (docs/performance.md).
 
 Each session installs what it needs into its own virtualenv (uv when available).
 """
@@ -97,3 +98,27 @@ def demo(session: nox.Session) -> None:
         "grpcio>=1.60",
     )
     session.run("python", "examples/demo.py", *session.posargs)
+
+
+BENCH_DEPS = [
+    "flask>=3",
+    "django>=5.2",
+    "requests>=2.28",
+    "opentelemetry-instrumentation-flask",
+    "opentelemetry-instrumentation-django",
+    "opentelemetry-instrumentation-requests",
+    "opentelemetry-instrumentation-wsgi",
+    "opentelemetry-proto>=1.27",
+    "grpcio>=1.60",
+]
+
+
+@nox.session(python="3.13")
+def bench(session: nox.Session) -> None:
+    """Per-request cost next to bare, OpenTelemetry contrib and a minimal span middleware.
+
+    Writes docs/performance.md. `nox -s bench -- --quick` for a ~1 minute sanity run;
+    `-- --help` for the knobs (rounds, requests, frameworks, output).
+    """
+    session.install("-e", ".[grpc]", *BENCH_DEPS)
+    session.run("python", "tests/bench/run.py", *session.posargs)

@@ -1,0 +1,393 @@
+"""One benchmark configuration in one fresh process; prints its measurements as one JSON line.
+
+``run.py`` starts this script once per configuration and round. By hand::
+
+    python tests/bench/target.py server --framework flask --config cxtrace --requests 20000
+    python tests/bench/target.py server --framework django --config cxtrace --profile
+    python tests/bench/target.py client --config contrib
+    python tests/bench/target.py memory --framework flask --requests 100000
+    python tests/bench/target.py import --framework django
+    python tests/bench/target.py serve    # the client benchmark's loopback server
+
+Every configuration builds the same telemetry pipeline, used or not: a TracerProvider with a
+BatchSpanProcessor into an exporter that only counts spans, and a MeterProvider whose reader
+(an InMemoryMetricReader: recorded, never exported unless collected) is attached only where
+metrics are part of the configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import io
+import json
+import os
+import pstats
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Optional
+
+import webapps
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
+from webapps import FloorMiddleware, WsgiApp
+
+HERE = Path(__file__).resolve().parent
+JOURNEYS_FILE = HERE / "journeys.toml"
+SERVER_CONFIGS = ("bare", "contrib", "contrib+metrics", "floor", "cxtrace")
+# `run.py --breakdown`: cxtrace with its spans unsampled (a sampler that drops them all),
+# with no metric reader, or both: what the recorded span and the metric aggregation cost.
+BREAKDOWN_CONFIGS = ("cxtrace-unsampled", "cxtrace-noreader", "cxtrace-neither")
+CLIENT_CONFIGS = ("bare", "contrib", "contrib+metrics", "cxtrace")
+FRAMEWORKS = ("flask", "django")
+# What a cxtrace span of the benchmarked request must carry (checked, and reported).
+CX_KEYS = ("cx.segment", "cx.journey", "cx.step", "cx.satisfaction", "http.route")
+
+
+class CountingExporter(SpanExporter):
+    """Counts spans; keeps the attributes of the first one so the runner can check them."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first: Optional[dict[str, Any]] = None
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self.first is None and spans:
+            span = spans[0]
+            self.first = {"name": span.name, **dict(span.attributes or {})}
+        self.count += len(spans)
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        return None
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+class Pipeline:
+    """The same exporter setup for every configuration."""
+
+    def __init__(self, *, metrics: bool, sampled: bool = True) -> None:
+        resource = Resource.create({"service.name": "cxtrace-bench"})
+        self.exporter = CountingExporter()
+        sampler = ALWAYS_ON if sampled else ALWAYS_OFF
+        self.tracer_provider = TracerProvider(resource=resource, sampler=sampler)
+        self.tracer_provider.add_span_processor(BatchSpanProcessor(self.exporter))
+        self.reader = InMemoryMetricReader() if metrics else None
+        readers = [self.reader] if self.reader is not None else []
+        self.meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+
+    def finish(self) -> dict[str, Any]:
+        self.tracer_provider.force_flush()
+        points: dict[str, float] = {}
+        if self.reader is not None:
+            data = self.reader.get_metrics_data()
+            for rm in data.resource_metrics if data is not None else ():
+                for sm in rm.scope_metrics:
+                    for metric in sm.metrics:
+                        total = 0.0
+                        for point in metric.data.data_points:
+                            value = getattr(point, "value", None)  # a sum, else a histogram
+                            total += value if value is not None else getattr(point, "count", 0)
+                        points[metric.name] = total
+        result = {
+            "spans": self.exporter.count,
+            "first_span": self.exporter.first,
+            "metrics": points,
+        }
+        self.tracer_provider.shutdown()
+        self.meter_provider.shutdown()
+        return result
+
+
+def _start_response(status: str, headers: Any, exc_info: Any = None) -> None:
+    return None
+
+
+def _one(app: WsgiApp, environ: dict[str, Any]) -> tuple[str, bytes]:
+    """One request, checked: a benchmark of a broken app measures nothing."""
+    seen: list[str] = []
+
+    def start_response(status: str, headers: Any, exc_info: Any = None) -> None:
+        seen.append(status)
+
+    env = environ.copy()
+    env["wsgi.input"] = io.BytesIO(b"")
+    body = app(env, start_response)
+    try:
+        data = b"".join(body)
+    finally:
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+    return (seen[0] if seen else ""), data
+
+
+def drive(app: WsgiApp, environ: dict[str, Any], n: int, *, timed: bool = True) -> list[int]:
+    """n requests through the WSGI callable; the time of each in ns (environ copy excluded)."""
+    clock = time.perf_counter_ns
+    timings = [0] * n if timed else []
+    start_response = _start_response
+    for i in range(n):
+        env = environ.copy()
+        env["wsgi.input"] = io.BytesIO(b"")
+        t0 = clock()
+        body = app(env, start_response)
+        for _chunk in body:
+            pass
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+        if timed:
+            timings[i] = clock() - t0
+    return timings
+
+
+def build_server(framework: str, config: str) -> tuple[WsgiApp, Pipeline]:
+    """The app of ``framework`` instrumented as ``config`` says."""
+    pipeline = Pipeline(
+        metrics=config not in {"contrib", "cxtrace-noreader", "cxtrace-neither"},
+        sampled=config not in {"cxtrace-unsampled", "cxtrace-neither"},
+    )
+    tp, mp = pipeline.tracer_provider, pipeline.meter_provider
+    if framework == "django":
+        webapps.configure_django()
+    if config.startswith("cxtrace"):
+        os.environ["CXTRACE_JOURNEYS_FILE"] = str(JOURNEYS_FILE)
+        os.environ["CXTRACE_INTEGRATIONS"] = framework
+        import cxtrace  # noqa: PLC0415
+
+        cxtrace.instrument(tracer_provider=tp, meter_provider=mp)
+    if config in {"contrib", "contrib+metrics"} and framework == "django":
+        from opentelemetry.instrumentation.django import DjangoInstrumentor  # noqa: PLC0415
+
+        DjangoInstrumentor().instrument(tracer_provider=tp, meter_provider=mp)
+    app = webapps.flask_app() if framework == "flask" else webapps.django_app()
+    if config in {"contrib", "contrib+metrics"} and framework == "flask":
+        from opentelemetry.instrumentation.flask import FlaskInstrumentor  # noqa: PLC0415
+
+        FlaskInstrumentor.instrument_app(  # type: ignore[no-untyped-call]
+            app, tracer_provider=tp, meter_provider=mp
+        )
+    if config == "floor":
+        app = FloorMiddleware(app, tp.get_tracer("floor"))
+    return app, pipeline
+
+
+# ----------------------------------------------------------------------------- modes
+
+
+def server(args: argparse.Namespace) -> dict[str, Any]:
+    app, pipeline = build_server(args.framework, args.config)
+    environ = webapps.environ_for(args.framework)
+    status, body = _one(app, environ)
+    if not status.startswith("200") or body != b"product 42":
+        raise SystemExit(f"{args.framework}/{args.config}: unexpected response {status} {body!r}")
+    drive(app, environ, args.warmup, timed=False)
+    if args.profile:
+        profile(app, environ, args.requests)
+        return {}
+    timings = drive(app, environ, args.requests)
+    return {"timings": timings, "requests": args.requests + args.warmup + 1, **pipeline.finish()}
+
+
+def profile(app: WsgiApp, environ: dict[str, Any], n: int) -> None:
+    """cProfile the loop; cxtrace's and OpenTelemetry's functions by cumulative time.
+
+    The profiler slows calls down (a lot for small functions): read the shares, not the µs.
+    """
+    profiler = cProfile.Profile()
+    profiler.enable()
+    drive(app, environ, n, timed=False)
+    profiler.disable()
+    stats = pstats.Stats(profiler)
+    for package in ("cxtrace", "opentelemetry"):
+        rows = []
+        marker = f"{os.sep}{package}{os.sep}"
+        for (filename, line, func), (_cc, calls, own, cum, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+            if marker in filename:
+                where = filename.rsplit(marker, 1)[1]
+                rows.append((cum, own, calls, f"{package}/{where}:{line}({func})"))
+        rows.sort(reverse=True)
+        print(
+            f"\ncProfile, {n} requests; {package} only; per request: cumulative µs, own µs, calls"
+        )
+        for cum, own, calls, name in rows[:25]:
+            print(f"{cum / n * 1e6:9.2f} {own / n * 1e6:8.2f} {calls / n:6.1f}  {name}")
+
+
+def serve(args: argparse.Namespace) -> dict[str, Any]:
+    """The loopback server of the client benchmark: prints its port, serves until killed."""
+    from werkzeug.serving import WSGIRequestHandler, make_server  # noqa: PLC0415
+
+    class Handler(WSGIRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive: one connection for the whole run
+
+        def log_request(self, code: Any = "-", size: Any = "-") -> None:
+            return None
+
+    def hello(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+        return [b"ok"]
+
+    srv = make_server("127.0.0.1", 0, hello, threaded=True, request_handler=Handler)
+    sys.stdout.write(f"{srv.port}\n")
+    sys.stdout.flush()
+    srv.serve_forever()
+    return {}
+
+
+def _calls(session: Any, url: str, warmup: int, n: int) -> list[int]:
+    clock = time.perf_counter_ns
+    for _ in range(warmup):
+        session.get(url).content  # noqa: B018 - read the body, as callers do
+    timings = [0] * n
+    for i in range(n):
+        t0 = clock()
+        session.get(url).content  # noqa: B018
+        timings[i] = clock() - t0
+    return timings
+
+
+def canned_adapter() -> Any:
+    """A requests transport that answers ``200 ok`` without a socket."""
+    from requests.adapters import BaseAdapter  # noqa: PLC0415
+    from requests.models import Response  # noqa: PLC0415
+    from requests.structures import CaseInsensitiveDict  # noqa: PLC0415
+
+    class Canned(BaseAdapter):
+        def send(self, request: Any, *args: Any, **kwargs: Any) -> Response:
+            response = Response()
+            response.status_code = 200
+            response.reason = "OK"
+            response._content = b"ok"
+            response.headers = CaseInsensitiveDict({"Content-Length": "2"})
+            response.url = request.url
+            response.request = request
+            return response
+
+        def close(self) -> None:
+            return None
+
+    return Canned()
+
+
+def client(args: argparse.Namespace) -> dict[str, Any]:
+    """Outbound ``requests`` calls (keep-alive session), outside any server request.
+
+    First through a transport adapter that answers without a socket (what instrumenting
+    ``Session.send`` costs, as precisely as the server benchmark), then to a loopback
+    server. That server runs in a process of its own: in this one its thread competed with
+    the client for the GIL, and the medians of identical runs differed by up to 50%.
+    """
+    import requests  # noqa: PLC0415
+
+    config = args.config
+    pipeline = Pipeline(metrics=config != "contrib")
+    tp, mp = pipeline.tracer_provider, pipeline.meter_provider
+    if config == "cxtrace":
+        os.environ["CXTRACE_INTEGRATIONS"] = "requests"
+        import cxtrace  # noqa: PLC0415
+
+        cxtrace.instrument(tracer_provider=tp, meter_provider=mp)
+    elif config in {"contrib", "contrib+metrics"}:
+        from opentelemetry.instrumentation.requests import RequestsInstrumentor  # noqa: PLC0415
+
+        RequestsInstrumentor().instrument(tracer_provider=tp, meter_provider=mp)
+
+    with requests.Session() as session:
+        session.mount("http://bench.invalid/", canned_adapter())
+        timings = _calls(session, "http://bench.invalid/products/42", args.warmup, args.requests)
+    server_process = subprocess.Popen(
+        [sys.executable, __file__, "serve"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert server_process.stdout is not None
+        url = f"http://127.0.0.1:{int(server_process.stdout.readline())}/products/42"
+        with requests.Session() as session:
+            loopback = _calls(session, url, args.warmup, args.requests)
+    finally:
+        server_process.kill()
+        server_process.wait()
+    return {
+        "timings": timings,
+        "loopback_timings": loopback,
+        "requests": 2 * (args.requests + args.warmup),
+        **pipeline.finish(),
+    }
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def memory(args: argparse.Namespace) -> dict[str, Any]:
+    """RSS and gc-tracked objects after n/2 and n cxtrace requests."""
+    app, pipeline = build_server(args.framework, "cxtrace")
+    environ = webapps.environ_for(args.framework)
+    half = args.requests // 2
+    points = []
+    for done in (half, 2 * half):
+        drive(app, environ, half, timed=False)
+        gc.collect()
+        points.append({"requests": done, "rss": _rss_bytes(), "objects": len(gc.get_objects())})
+    return {"points": points, **pipeline.finish()}
+
+
+def import_time(args: argparse.Namespace) -> dict[str, Any]:
+    """``import cxtrace`` and ``instrument()``, the framework and the OTel SDK already loaded."""
+    pipeline = Pipeline(metrics=True)
+    if args.framework == "django":
+        webapps.configure_django()
+    else:
+        import flask  # noqa: F401, PLC0415
+    os.environ["CXTRACE_JOURNEYS_FILE"] = str(JOURNEYS_FILE)
+    os.environ["CXTRACE_INTEGRATIONS"] = args.framework
+    t0 = time.perf_counter_ns()
+    import cxtrace  # noqa: PLC0415
+
+    t1 = time.perf_counter_ns()
+    cxtrace.instrument(
+        tracer_provider=pipeline.tracer_provider, meter_provider=pipeline.meter_provider
+    )
+    t2 = time.perf_counter_ns()
+    pipeline.finish()
+    return {"import_ns": t1 - t0, "instrument_ns": t2 - t1}
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("mode", choices=["server", "client", "memory", "import", "serve"])
+    parser.add_argument("--framework", choices=FRAMEWORKS, default="flask")
+    parser.add_argument("--config", default="cxtrace")
+    parser.add_argument("--requests", type=int, default=20_000)
+    parser.add_argument("--warmup", type=int, default=2_000)
+    parser.add_argument("--profile", action="store_true", help="server mode: cProfile instead")
+    args = parser.parse_args(argv)
+    allowed = CLIENT_CONFIGS if args.mode == "client" else SERVER_CONFIGS + BREAKDOWN_CONFIGS
+    if args.config not in allowed:
+        parser.error(f"--config {args.config!r}: expected one of {', '.join(allowed)}")
+    run = {
+        "server": server,
+        "client": client,
+        "serve": serve,
+        "memory": memory,
+        "import": import_time,
+    }
+    result = run[args.mode](args)
+    if result:
+        sys.stdout.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()
