@@ -286,14 +286,26 @@ def _endpoint(name: str, raw: str) -> str:
     return value
 
 
-def _timeout(name: str, raw: str) -> float:
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        raise _fail(name, raw, "a non-negative number") from None
-    if not 0 <= value <= _MAX_INT:
-        raise _fail(name, raw, f"a non-negative number up to {_MAX_INT}")
-    return value
+def _number_between(
+    low: float, high: float, expected: str, out_of_range: Optional[str] = None
+) -> Callable[[str, str], float]:
+    """A parser accepting a number in [low, high] (NaN and infinities refused)."""
+
+    def parse(name: str, raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise _fail(name, raw, expected) from None
+        if not low <= value <= high:
+            raise _fail(name, raw, out_of_range or expected)
+        return value
+
+    return parse
+
+
+_timeout = _number_between(
+    0, _MAX_INT, "a non-negative number", f"a non-negative number up to {_MAX_INT}"
+)
 
 
 def _key_values(name: str, raw: str, *, secret: bool) -> str:
@@ -307,14 +319,7 @@ def _key_values(name: str, raw: str, *, secret: bool) -> str:
     return raw
 
 
-def _ratio(name: str, raw: str) -> float:
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        raise _fail(name, raw, "a number between 0 and 1") from None
-    if not 0.0 <= value <= 1.0:
-        raise _fail(name, raw, "a number between 0 and 1")
-    return value
+_ratio = _number_between(0.0, 1.0, "a number between 0 and 1")
 
 
 @dataclass(frozen=True)

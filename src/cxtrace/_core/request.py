@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Optional, Protocol
 
-__all__ = ["RequestView"]
+__all__ = ["RequestView", "split_host"]
 
 
 class RequestView(Protocol):
@@ -29,3 +29,17 @@ class RequestView(Protocol):
     def header(self, environ_key: str) -> Optional[str]:
         """One header by its CGI/WSGI key, e.g. ``HTTP_X_CUSTOMER_TIER``; None when absent."""
         ...
+
+
+def split_host(host: str) -> tuple[str, Optional[str]]:
+    """A ``Host`` header as (address, port text or None); IPv6 brackets removed.
+
+    >>> split_host("[::1]:8000"), split_host("shop.example:443"), split_host("shop.example")
+    (('::1', '8000'), ('shop.example', '443'), ('shop.example', None))
+    """
+    if host.startswith("["):  # [::1]:8000
+        address = host[1 : host.find("]")] if "]" in host else host
+    else:
+        address = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    port = host.rsplit(":", 1)[1] if ":" in host and not host.endswith("]") else None
+    return address, port

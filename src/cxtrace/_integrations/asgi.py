@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Any, Callable, Optional
 
+from cxtrace._core.request import split_host
 from cxtrace._guard import Guard
 from cxtrace._telemetry.recorder import Recorder
 
@@ -46,18 +47,17 @@ class AsgiView:
     def server_address(self) -> Optional[str]:
         host = self.header("HTTP_HOST")
         if host:
-            if host.startswith("["):
-                return host[1 : host.find("]")] if "]" in host else host
-            return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+            return split_host(host)[0]
         server = self._scope.get("server")
         return str(server[0]) if server else None
 
     @property
     def server_port(self) -> Optional[int]:
         host = self.header("HTTP_HOST")
-        if host and ":" in host and not host.endswith("]"):
+        port = split_host(host)[1] if host else None
+        if port is not None:
             try:
-                return int(host.rsplit(":", 1)[1])
+                return int(port)
             except ValueError:
                 return None
         server = self._scope.get("server")

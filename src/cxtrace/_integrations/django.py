@@ -23,6 +23,7 @@ from typing import Any, Optional
 
 from cxtrace._guard import Guard
 from cxtrace._integrations.asgi import traced_asgi_call
+from cxtrace._integrations.versions import require
 from cxtrace._integrations.wsgi import traced_wsgi_call
 from cxtrace._patch import Patcher
 from cxtrace._telemetry.recorder import Recorder, current_request
@@ -100,17 +101,11 @@ def _hand_over(response: Any) -> None:
             state.hand_over(int(getattr(response, "status_code", 0) or 0))
 
 
-def _version() -> tuple[int, ...]:
-    import django  # noqa: PLC0415
-
-    return tuple(int(part) for part in django.VERSION[:2])
-
-
 def instrument_django(recorder: Recorder, patcher: Patcher) -> str:
     """Patch Django's handlers; returns a description or raises ImportError / RuntimeError."""
-    found = _version()
-    if found < MIN_VERSION:
-        raise RuntimeError(f"Django {'.'.join(map(str, found))} is older than the supported 4.2")
+    import django  # noqa: PLC0415, F401 - the framework is optional: ImportError if absent
+
+    found, _ = require("django", MIN_VERSION, "Django")
     from django.core.handlers import exception  # noqa: PLC0415
     from django.core.handlers.asgi import ASGIHandler  # noqa: PLC0415
     from django.core.handlers.base import BaseHandler  # noqa: PLC0415

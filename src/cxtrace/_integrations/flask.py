@@ -18,6 +18,7 @@ import logging
 from typing import Any, cast
 
 from cxtrace._guard import Guard
+from cxtrace._integrations.versions import require
 from cxtrace._integrations.wsgi import traced_wsgi_call
 from cxtrace._patch import Patcher
 from cxtrace._telemetry.recorder import Recorder, current_request
@@ -32,23 +33,11 @@ _ERROR = Guard("flask.error")
 _DISPATCHED = Guard("flask.dispatched")
 
 
-def _version(module: Any) -> tuple[int, ...]:
-    from importlib.metadata import version  # noqa: PLC0415 - only at instrument()
-
-    parts = []
-    for part in version(module.__name__).split(".")[:2]:
-        digits = "".join(ch for ch in part if ch.isdigit())
-        parts.append(int(digits or 0))
-    return tuple(parts)
-
-
 def instrument_flask(recorder: Recorder, patcher: Patcher) -> str:
     """Patch Flask; returns a description or raises ImportError / RuntimeError."""
     import flask  # noqa: PLC0415 - the framework is optional
 
-    found = _version(flask)
-    if found < MIN_VERSION:
-        raise RuntimeError(f"Flask {'.'.join(map(str, found))} is older than the supported 2.2")
+    found, _ = require("flask", MIN_VERSION, "Flask")
 
     def call(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if kwargs or len(args) != 2:

@@ -13,6 +13,7 @@ from typing import Any
 
 from cxtrace._core.config import Settings
 from cxtrace._guard import Guard
+from cxtrace._integrations.versions import require
 from cxtrace._patch import Patcher
 from cxtrace._telemetry.client import ClientRecorder
 from cxtrace._telemetry.recorder import Recorder
@@ -26,14 +27,9 @@ _END = Guard("requests.end")
 
 def instrument_requests(recorder: Recorder, patcher: Patcher) -> str:
     """Patch requests; returns a description or raises ImportError / RuntimeError."""
-    from importlib.metadata import version  # noqa: PLC0415
-
     import requests  # noqa: PLC0415 - optional
 
-    text = version("requests")
-    found = tuple(int(p) for p in text.split(".")[:2] if p.isdigit())
-    if found < MIN_VERSION:
-        raise RuntimeError(f"requests {text} is older than the supported 2.0")
+    _, text = require("requests", MIN_VERSION, "requests")
     settings: Settings = recorder.settings
     client = ClientRecorder(recorder, settings)
 

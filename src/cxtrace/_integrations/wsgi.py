@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any, Callable, Optional
 
+from cxtrace._core.request import split_host
 from cxtrace._guard import Guard
 from cxtrace._telemetry.recorder import Recorder, RequestState
 
@@ -44,18 +45,16 @@ class WsgiView:
     def server_address(self) -> Optional[str]:
         host = self._environ.get("HTTP_HOST")
         if isinstance(host, str) and host:
-            if host.startswith("["):  # [::1]:8000
-                return host[1 : host.find("]")] if "]" in host else host
-            return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+            return split_host(host)[0]
         return self._environ.get("SERVER_NAME") or None
 
     @property
     def server_port(self) -> Optional[int]:
         host = self._environ.get("HTTP_HOST")
         port: Any = None
-        if isinstance(host, str) and ":" in host and not host.endswith("]"):
-            port = host.rsplit(":", 1)[1]
-        elif not host:
+        if isinstance(host, str) and host:
+            port = split_host(host)[1]
+        else:
             port = self._environ.get("SERVER_PORT")
         if port is None:
             return 443 if self.scheme == "https" else 80

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from typing import Any, Final, Optional, Union
+from typing import Any, Optional, Union
 from urllib.parse import urlsplit
 
 from opentelemetry import context as otel_context
@@ -24,15 +24,12 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from cxtrace._core.baggage import outbound_header
 from cxtrace._core.config import Settings
+from cxtrace._core.journeys import HTTP_METHODS
 from cxtrace._core.privacy import UNKNOWN, redact_query, strip_credentials
 from cxtrace._telemetry import semconv as sc
 from cxtrace._telemetry.recorder import Recorder, current_request, exception_type
 
 __all__ = ["ClientCall", "ClientRecorder"]
-
-_KNOWN_METHODS: Final = frozenset(
-    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
-)
 
 
 def _host_pattern(globs: tuple[str, ...]) -> Optional[re.Pattern[str]]:
@@ -64,7 +61,7 @@ class ClientRecorder:
             # No one traced this call yet (an OpenTelemetry contrib instrumentation around
             # us sets the key while it calls through): ours is the one client span.
             upper = method.upper()
-            known = upper if upper in _KNOWN_METHODS else sc.OTHER_METHOD
+            known = upper if upper in HTTP_METHODS else sc.OTHER_METHOD
             attributes: dict[str, Union[str, int]] = {
                 sc.HTTP_REQUEST_METHOD: known,
                 sc.URL_FULL: _safe_url(url, parts.query),
@@ -81,7 +78,7 @@ class ClientRecorder:
             if port:
                 attributes[sc.SERVER_PORT] = port
             span = self.recorder.tracer.start_span(
-                "HTTP" if known is sc.OTHER_METHOD else known,
+                sc.span_method(known),
                 kind=SpanKind.CLIENT,
                 attributes=attributes,
             )

@@ -36,7 +36,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from cxtrace._core.apdex import Outcome, classify
 from cxtrace._core.baggage import CX_KEYS, SIG_KEY, inbound_cx
 from cxtrace._core.config import Settings
-from cxtrace._core.journeys import StepRef
+from cxtrace._core.journeys import HTTP_METHODS, StepRef
 from cxtrace._core.locks import ForkSafeLock
 from cxtrace._core.privacy import UNKNOWN, SegmentGate, hash_user, redact_query
 from cxtrace._core.request import RequestView
@@ -54,9 +54,6 @@ __all__ = [
 
 _log = logging.getLogger("cxtrace")
 
-_KNOWN_METHODS: Final = frozenset(
-    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
-)
 
 _current: ContextVar[Optional[RequestState]] = ContextVar("cxtrace_request", default=None)
 
@@ -137,7 +134,6 @@ class Recorder:
         self.user_key = settings.user_hash_key
         self.segment_resolver = settings.segment_resolver
         self.user_resolver = settings.user_resolver
-        self.has_resolvers = self.segment_resolver is not None or self.user_resolver is not None
         self._warned_no_user_key = False
         self.inbound_key = settings.propagation_key
         self.trust_inbound = settings.trust_inbound_baggage
@@ -194,7 +190,7 @@ class Recorder:
         if _current.get() is not None:  # an app mounted inside a traced app: one request
             return None
         raw_method = view.method
-        method = raw_method if raw_method in _KNOWN_METHODS else sc.OTHER_METHOD
+        method = raw_method if raw_method in HTTP_METHODS else sc.OTHER_METHOD
         segment = UNKNOWN
         if self.segment_header_key is not None:
             segment = self.segments.admit(view.header(self.segment_header_key))
@@ -231,21 +227,26 @@ class Recorder:
             }
             if method is sc.OTHER_METHOD:
                 attributes[sc.HTTP_REQUEST_METHOD_ORIGINAL] = raw_method
-            if view.query:
-                attributes[sc.URL_QUERY] = redact_query(view.query)
-            if view.server_address:
-                attributes[sc.SERVER_ADDRESS] = view.server_address
-            if view.server_port:
-                attributes[sc.SERVER_PORT] = view.server_port
-            if view.client_address:
-                attributes[sc.CLIENT_ADDRESS] = view.client_address
-            if view.user_agent:
-                attributes[sc.USER_AGENT_ORIGINAL] = view.user_agent
-            if view.protocol_version:
-                attributes[sc.NETWORK_PROTOCOL_VERSION] = view.protocol_version
-                state.protocol_version = view.protocol_version
+            # Each view property is computed on access: read every one once.
+            query = view.query
+            if query:
+                attributes[sc.URL_QUERY] = redact_query(query)
+            address, port = view.server_address, view.server_port
+            if address:
+                attributes[sc.SERVER_ADDRESS] = address
+            if port:
+                attributes[sc.SERVER_PORT] = port
+            client, agent = view.client_address, view.user_agent
+            if client:
+                attributes[sc.CLIENT_ADDRESS] = client
+            if agent:
+                attributes[sc.USER_AGENT_ORIGINAL] = agent
+            protocol = view.protocol_version
+            if protocol:
+                attributes[sc.NETWORK_PROTOCOL_VERSION] = protocol
+                state.protocol_version = protocol
             span = self.tracer.start_span(
-                "HTTP" if method is sc.OTHER_METHOD else method,
+                sc.span_method(method),
                 context=parent,
                 kind=SpanKind.SERVER,
                 attributes=attributes,
@@ -502,7 +503,7 @@ class RequestState:
         """
         rec = self.recorder
         span = rec.tracer.start_span(
-            "HTTP" if self.method is sc.OTHER_METHOD else self.method,
+            sc.span_method(self.method),
             kind=SpanKind.SERVER,
             start_time=self.start_wall_ns,
             attributes={
@@ -618,8 +619,7 @@ class RequestState:
         if self.route is not None:
             attrs[sc.HTTP_ROUTE] = self.route
             if self.owns_span:
-                method = "HTTP" if self.method is sc.OTHER_METHOD else self.method
-                span.update_name(f"{method} {self.route}")
+                span.update_name(f"{sc.span_method(self.method)} {self.route}")
         if status:
             attrs[sc.HTTP_RESPONSE_STATUS_CODE] = status
         if verdict.error_type is not None:

@@ -72,3 +72,8 @@ USER_AGENT_ORIGINAL: Final = user_agent_attributes.USER_AGENT_ORIGINAL
 ERROR_TYPE: Final = error_attributes.ERROR_TYPE
 NETWORK_PROTOCOL_VERSION: Final = network_attributes.NETWORK_PROTOCOL_VERSION
 OTHER_METHOD: Final = "_OTHER"
+
+
+def span_method(method: str) -> str:
+    """The method part of a span name: ``HTTP`` for methods outside the known set."""
+    return "HTTP" if method is OTHER_METHOD else method
