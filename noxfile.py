@@ -23,6 +23,7 @@ TEST_DEPS = [
     "uvicorn>=0.23",
     "gunicorn>=21",  # tests/test_run.py: pre-fork workers under `cxtrace run`
     "hypothesis>=6.80",
+    "playwright>=1.40",  # drives Debian's chromium (tests/browser.py); no browser download
     # tests/test_coexistence.py: next to OpenTelemetry's own instrumentations
     "opentelemetry-instrumentation-requests",
     "opentelemetry-instrumentation-flask",

@@ -4,6 +4,7 @@
 - ``instrument``: calls ``cxtrace.instrument()`` configured only by the environment,
   pointed at the receiver (the same path a deployment takes).
 - ``serve``: runs a WSGI app under werkzeug's threaded server on 127.0.0.1:0.
+- ``chromium`` / ``page``: headless Debian Chromium through Playwright (tests/browser.py).
 - Every test starts with no ``CXTRACE_*`` / ``OTEL_*`` variables and ends uninstrumented;
   an error cxtrace swallowed fails the test unless it is marked ``expect_internal_error``.
 """
@@ -20,6 +21,7 @@ from werkzeug.serving import make_server
 
 import cxtrace
 from cxtrace._guard import set_internal_error_hook
+from browser import chromium, page  # noqa: F401  (fixtures for browser tests)
 from otlp_receiver import GRPC_AVAILABLE, PROTOCOLS, Receiver
 
 
