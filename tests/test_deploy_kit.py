@@ -384,21 +384,23 @@ def test_collector_keeps_frustrated_error_and_converting_traces() -> None:
         "value": True,
     }
     assert policies["probabilistic"]["probabilistic"] == {"sampling_percentage": 10}
-    exporters = config["exporters"]
-    assert config["service"]["pipelines"]["metrics"]["exporters"] == ["prometheusremotewrite"]
-    assert config["service"]["pipelines"]["traces"]["exporters"] == ["otlp/traces"]
-    # The rules rely on the default names: suffixes on, underscores for dots.
-    for settings in (exporters["prometheusremotewrite"],):
-        assert settings.get("add_metric_suffixes", True) is True
-        assert settings.get("translation_strategy", "UnderscoreEscapingWithSuffixes") == (
-            "UnderscoreEscapingWithSuffixes"
-        )
+    assert config["service"]["pipelines"]["traces"]["exporters"] == ["otlp_grpc/traces"]
+
+
+@pytest.mark.parametrize("path", COLLECTOR_CONFIGS, ids=lambda p: p.name)
+def test_collector_writes_the_metric_names_the_rules_query(path: Path) -> None:
+    config = _load(path)
+    assert config["service"]["pipelines"]["metrics"]["exporters"] == ["prometheus_remote_write"]
+    settings = config["exporters"]["prometheus_remote_write"]
+    assert settings["translation_strategy"] == "UnderscoreEscapingWithSuffixes"
+    assert "add_metric_suffixes" not in settings
+    assert "namespace" not in settings
 
 
 def test_loadbalancer_tier_routes_traces_by_trace_id() -> None:
     config = _load(COLLECTOR_CONFIGS[1])
-    assert config["exporters"]["loadbalancing"]["routing_key"] == "traceID"
-    assert config["service"]["pipelines"]["traces"]["exporters"] == ["loadbalancing"]
+    assert config["exporters"]["load_balancing"]["routing_key"] == "traceID"
+    assert config["service"]["pipelines"]["traces"]["exporters"] == ["load_balancing"]
 
 
 # --------------------------------------------------------------------------- real names
