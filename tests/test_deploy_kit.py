@@ -4,7 +4,7 @@
   (Debian's ``prometheus`` package; skipped locally without it, a failure under CI).
 - The dashboard and the alerts may query only the series cx-rules.yaml records and the raw
   series listed once in ``RAW_SERIES``; every PromQL expression of the dashboard is parsed
-  by promtool.
+  by promtool, and the main panels' queries are run by promtool on known traffic.
 - The Collector configs are checked for wiring (no collector binary is packaged for Debian
   or PyPI, so it cannot be run here).
 - ``RAW_SERIES`` itself is checked against what a cxtrace-instrumented Flask app really
@@ -338,6 +338,165 @@ def test_dashboard_queries_parse_as_promql(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
     output = _run_promtool("check", "rules", path)
     assert f"SUCCESS: {len(rules)} rules found" in output
+
+
+def _series(labels: str, **kv: str) -> str:
+    return labels + "{" + ",".join(f'{k}="{v}"' for k, v in kv.items()) + "}"
+
+
+_ENT, _FREE, _PRO = "enterprise", "free", "pro"
+_PURCHASE = {"cx_journey": "purchase"}
+_CONVERSION_1H = "cx_journey:cx_conversion:ratio_rate1h"
+_FRUSTRATED_1H = "cx_step:cx_frustrated:ratio_rate1h"
+_SEGMENT_APDEX_1H = "cx_segment:cx_apdex:ratio_rate1h"
+# What the dashboard's panels show for the traffic of the first test in cx-rules.test.yaml
+# (worked out by hand from its per-second rates): (panel title, refId) -> (eval time,
+# $__range, [(series, value)]). Panels over $__range are read over 5 minutes at 30m, those
+# on the 1h recorded series at 65m.
+DASHBOARD_NUMBERS: dict[tuple[str, str], tuple[str, str, list[tuple[str, float]]]] = {
+    ("Apdex by segment and step", "A"): (
+        "30m",
+        "5m",
+        [
+            (_series("", cx_segment=_ENT, cx_journey="purchase", cx_step="checkout"), 0.625),
+            (_series("", cx_segment=_ENT, cx_journey="purchase", cx_step="browse"), 1),
+            (_series("", cx_segment=_ENT, cx_journey="purchase", cx_step="purchase"), 1),
+            (_series("", cx_segment=_ENT, cx_journey="signup", cx_step="form"), 1),
+            (_series("", cx_segment=_ENT, cx_journey="signup", cx_step="confirm"), 1),
+            (_series("", cx_segment=_FREE, cx_journey="purchase", cx_step="checkout"), 0),
+            (_series("", cx_segment=_FREE, cx_journey="purchase", cx_step="browse"), 1),
+            (_series("", cx_segment=_PRO, cx_journey="purchase", cx_step="checkout"), 0.75),
+        ],
+    ),
+    # 300 s x requests per second, all segments: checkout 16 + 1 + 8, browse 16 + 4, ...
+    ("Funnel: requests reaching each step ($segment)", "A"): (
+        "30m",
+        "5m",
+        [
+            (_series("", cx_journey="purchase", cx_step="checkout"), 7500),
+            (_series("", cx_journey="purchase", cx_step="browse"), 6000),
+            (_series("", cx_journey="purchase", cx_step="purchase"), 600),
+            (_series("", cx_journey="signup", cx_step="form"), 1200),
+            (_series("", cx_journey="signup", cx_step="confirm"), 600),
+        ],
+    ),
+    ("Funnel: conversions and conversion rate per journey", "A"): (
+        "30m",
+        "5m",
+        [
+            (_series("", cx_segment=_ENT, cx_journey="purchase"), 300),
+            (_series("", cx_segment=_ENT, cx_journey="signup"), 300),
+        ],
+    ),
+    ("Funnel: conversions and conversion rate per journey", "B"): (
+        "65m",
+        "5m",
+        [
+            (_series(_CONVERSION_1H, job="shop", cx_segment=_ENT, **_PURCHASE), 0.0625),
+            (_series(_CONVERSION_1H, job="shop", cx_segment=_FREE, **_PURCHASE), 0),
+            (_series(_CONVERSION_1H, job="shop", cx_segment=_PRO, **_PURCHASE), 0),
+            (_series(_CONVERSION_1H, job="shop", cx_segment=_ENT, cx_journey="signup"), 0.25),
+        ],
+    ),
+    ("Headline: where customers are frustrated (last hour)", "A"): (
+        "65m",
+        "5m",
+        [
+            (
+                _series(
+                    _FRUSTRATED_1H, job="shop", cx_segment=_FREE, **_PURCHASE, cx_step="checkout"
+                ),
+                1,
+            ),
+            (
+                _series(
+                    _FRUSTRATED_1H, job="shop", cx_segment=_ENT, **_PURCHASE, cx_step="checkout"
+                ),
+                0.25,
+            ),
+            (
+                _series(
+                    _FRUSTRATED_1H, job="shop", cx_segment=_PRO, **_PURCHASE, cx_step="checkout"
+                ),
+                0.25,
+            ),
+        ],
+    ),
+    ("Apdex by segment (last hour)", "A"): (
+        "65m",
+        "5m",
+        [
+            (_series(_SEGMENT_APDEX_1H, job="shop", cx_segment=_ENT), 0.85),
+            (_series(_SEGMENT_APDEX_1H, job="shop", cx_segment=_FREE), 0.8),
+            (_series(_SEGMENT_APDEX_1H, job="shop", cx_segment=_PRO), 0.75),
+        ],
+    ),
+    # per hour: enterprise checkout 1 error + 3 slow per second, free 1 error, pro 2 slow
+    ("Frustration reasons by step (per hour, last hour)", "A"): (
+        "65m",
+        "5m",
+        [
+            (_series("", cx_segment=_ENT, cx_step="checkout", cx_frustration_reason="error"), 3600),
+            (_series("", cx_segment=_ENT, cx_step="checkout", cx_frustration_reason="slow"), 10800),
+            (
+                _series("", cx_segment=_FREE, cx_step="checkout", cx_frustration_reason="error"),
+                3600,
+            ),
+            (_series("", cx_segment=_PRO, cx_step="checkout", cx_frustration_reason="slow"), 7200),
+        ],
+    ),
+    ("Slowest steps (p95 duration)", "A"): (
+        "30m",
+        "5m",
+        [(_series("", cx_step="checkout"), 0.9375)],
+    ),
+    # checkout: 2 errors (enterprise ValueError, free 500) out of 15 + 1 + 1 per second
+    ("Failing steps (share of errors)", "A"): (
+        "30m",
+        "5m",
+        [(_series("", cx_step="checkout"), 2 / 17)],
+    ),
+}
+
+
+def test_dashboard_panels_show_the_right_numbers(tmp_path: Path) -> None:
+    """The panels' queries, run by promtool on known traffic, give hand-computed numbers."""
+    targets = {
+        (panel["title"], target["refId"]): target["expr"]
+        for panel in _panels(_dashboard())
+        for target in panel.get("targets", [])
+        if "expr" in target
+    }
+    cases = []
+    for key, (eval_time, window, samples) in DASHBOARD_NUMBERS.items():
+        expr = targets[key].replace("$__range", window)
+        cases.append(
+            {
+                "expr": _grafana_to_promql(expr),
+                "eval_time": eval_time,
+                "exp_samples": [{"labels": labels, "value": value} for labels, value in samples],
+            }
+        )
+    rule_tests = _load(RULES.parent / "tests" / "cx-rules.test.yaml")
+    traffic = rule_tests["tests"][0]
+    path = tmp_path / "dashboard.test.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "rule_files": [str(RULES)],
+                "evaluation_interval": "1m",
+                "group_eval_order": rule_tests["group_eval_order"],
+                "tests": [
+                    {
+                        "interval": traffic["interval"],
+                        "input_series": traffic["input_series"],
+                        "promql_expr_test": cases,
+                    }
+                ],
+            }
+        )
+    )
+    _run_promtool("test", "rules", path)
 
 
 # --------------------------------------------------------------------------- collector
