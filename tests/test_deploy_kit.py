@@ -195,6 +195,12 @@ def test_recording_rules_read_only_the_raw_series_and_each_other() -> None:
         assert labels <= raw_labels | {"cx_frustration_reason"}, (rule["record"], labels)
 
 
+def test_hourly_rules_are_the_five_minute_rules_over_an_hour() -> None:
+    groups = {group["name"]: group for group in _load(RULES)["groups"]}
+    five, hour = groups["cx-5m"]["rules"], groups["cx-1h"]["rules"]
+    assert json.dumps(hour) == json.dumps(five).replace("5m", "1h")
+
+
 def _alert_queries() -> list[str]:
     """Every alert expression, and every query its annotations run (``query`` templates)."""
     queries = []
