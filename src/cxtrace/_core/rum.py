@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import json
@@ -32,7 +33,7 @@ import math
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Final, Optional
+from typing import Any, Final, NamedTuple, Optional
 
 from cxtrace._core.locks import ForkSafeLock
 
@@ -99,9 +100,11 @@ class Rejected(Exception):  # noqa: N818 - a verdict, not an error: "the beacon 
 # --------------------------------------------------------------------------- the page token
 
 
-@dataclass(frozen=True)
-class PageContext:
-    """What the server knew about the page it served: the signed part of a beacon."""
+class PageContext(NamedTuple):
+    """What the server knew about the page it served: the signed part of a beacon.
+
+    A NamedTuple, not a frozen dataclass: one is built per HTML page (~0.3 us, not ~2 us).
+    """
 
     trace_id: str  # 32 lowercase hex
     span_id: str  # 16 lowercase hex: the server span, and the page's id for replays
@@ -128,8 +131,19 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+@functools.lru_cache(maxsize=4)  # one key per process in practice
+def _keyed(key: bytes) -> hmac.HMAC:
+    """An HMAC already keyed and fed the domain tag: each page copies it (saves ~1 us)."""
+    return hmac.new(key, _DOMAIN, hashlib.sha256)
+
+
 def _mac(payload: bytes, key: bytes) -> bytes:
-    return hmac.new(key, _DOMAIN + payload, hashlib.sha256).digest()[:_SIG_BYTES]
+    mac = _keyed(key).copy()
+    mac.update(payload)
+    return mac.digest()[:_SIG_BYTES]
+
+
+_JSON: Final = json.JSONEncoder(separators=(",", ":"))  # ASCII only (ensure_ascii)
 
 
 def issue_token(page: PageContext, key: bytes) -> str:
@@ -159,7 +173,7 @@ def issue_token(page: PageContext, key: bytes) -> str:
         fields["r"] = page.route
     if page.path is not None and len(page.path) <= MAX_PATH_CHARS:
         fields["p"] = page.path
-    payload = json.dumps(fields, separators=(",", ":")).encode("ascii")  # ensure_ascii
+    payload = _JSON.encode(fields).encode("ascii")
     return _b64(payload) + "." + _b64(_mac(payload, key))
 
 
@@ -501,7 +515,7 @@ def snippet(token: str, traceparent: str, nonce: Optional[str] = None) -> str:
 def injection_point(body: bytes) -> Optional[int]:
     """Where the tags go: the offset of the first ``</head>``; None to leave the page as is.
 
-    None when there is no ``</head>``, when the page already loads the script (a template
+    None when there is no ``</head>``, when the head already loads the script (a template
     used ``rum_snippet()``), or when the first ``</head>`` sits inside an unclosed
     ``<script>`` (it is then text of that script, and a tag there would break it).
 
@@ -509,9 +523,14 @@ def injection_point(body: bytes) -> Optional[int]:
     28
     """
     found = _HEAD_END.search(body)
-    if found is None or _MARKER in body:
+    if found is None:
         return None
     at = found.start()
+    # Looked for in the head only: a whole 20 KB page costs ~4 us to scan, the head ~0.1 us.
+    # A snippet a template put in <body> gets a second one here; the script itself makes
+    # sure a page sends one beacon, whatever the number of tags.
+    if body.find(_MARKER, 0, at) != -1:
+        return None
     if _SCRIPT_OPEN.search(body, 0, at) is not None:
         head = body[:at]
         if len(_SCRIPT_OPEN.findall(head)) != len(_SCRIPT_CLOSE.findall(head)):
