@@ -22,6 +22,7 @@ import requests
 
 import cxtrace
 from cxtrace._integrations import rum as rum_integration
+from cxtrace._telemetry import rum as rum_telemetry
 from otlp_receiver import Receiver, SpanRecord
 
 JOURNEYS = """
@@ -43,6 +44,25 @@ SHOP_HTML = (
 )
 NO_HEAD_HTML = "<!doctype html><title>t</title><p>no head end tag here</p>"
 SEEN: list[str] = []  # every path the app itself handled
+# The page's own script: after the load event it shifts the layout, fails twice (an uncaught
+# error and an unhandled rejection) and makes its button take 80 ms to answer a click.
+APP_JS = """
+document.title = 'app script ran';
+addEventListener('load', function () {
+  setTimeout(function () {  // after a frame was painted, so that moving it is a shift
+    var banner = document.createElement('div');
+    banner.id = 'banner';
+    banner.style.height = '300px';
+    document.body.insertBefore(banner, document.body.firstChild);
+  }, 100);
+  setTimeout(function () { throw new Error('late failure'); }, 0);
+  Promise.reject(new Error('late rejection'));
+  document.getElementById('slow').addEventListener('click', function () {
+    var until = performance.now() + 80;
+    while (performance.now() < until) {}
+  });
+});
+"""
 
 
 def make_app() -> flask.Flask:
@@ -62,11 +82,13 @@ def make_app() -> flask.Flask:
 
     @app.get("/app.js")
     def app_js() -> flask.Response:
-        return flask.Response("document.title = 'app script ran';", mimetype="text/javascript")
+        return flask.Response(APP_JS, mimetype="text/javascript")
 
     @app.get("/csp-self")
     def csp_self() -> flask.Response:
-        html = SHOP_HTML.replace("</head>", '<script src="/app.js"></script></head>')
+        html = SHOP_HTML.replace("</head>", '<script src="/app.js"></script></head>').replace(
+            "<h1>", '<button id="slow">slow</button><h1>'
+        )
         response = flask.Response(html, mimetype="text/html")
         response.headers["Content-Security-Policy"] = "default-src 'self'"
         return response
@@ -261,6 +283,8 @@ def test_pages_under_a_strict_csp_still_work_and_report(
 
     page.goto(f"{base}/csp-self")  # default-src 'self': the same-origin script is allowed
     assert page.title() == "app script ran"
+    page.wait_for_selector("#banner", state="attached")  # it shifted the layout
+    page.click("#slow")
     page.goto(f"{base}/csp-nonce")  # leaving /csp-self sends its beacon
     assert page.title() == "inline ran"
     page.goto("about:blank")  # and leaving /csp-nonce sends its own
@@ -276,6 +300,12 @@ def test_pages_under_a_strict_csp_still_work_and_report(
         (browser,) = [s for s in page_loads(otlp) if s.attributes["url.path"] == path]
         assert browser.parent_span_id == server.span_id
         assert browser.trace_id == server.trace_id
+    (measured,) = [
+        s.attributes for s in page_loads(otlp) if s.attributes["url.path"] == "/csp-self"
+    ]
+    assert measured["cx.rum.js_errors"] == 2
+    assert float(measured["cx.rum.inp_ms"]) >= 80  # type: ignore[arg-type]
+    assert float(measured["cx.rum.cls"]) > 0  # type: ignore[arg-type]
 
 
 def test_a_template_places_the_snippet_itself_with_its_nonce(
@@ -369,6 +399,37 @@ def test_forged_unsigned_malformed_and_replayed_beacons_are_dropped(
     warnings = [r.getMessage() for r in caplog.records if "RUM beacon dropped" in r.getMessage()]
     assert len(warnings) == len(rejected)  # one per cause
     assert any("CXTRACE_PROPAGATION_KEY" in w for w in warnings if "bad_signature" in w)
+
+
+def test_a_flood_of_beacons_is_rate_limited_per_process(
+    otlp: Receiver,
+    instrument: Any,
+    serve: Any,
+    rum_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(rum_telemetry, "RATE_PER_S", 1.0)  # the burst (100) stays as shipped
+    handle = instrument(otlp, env=rum_env)
+    base = serve(make_app())
+    statuses = []
+    with requests.Session() as session:
+        for _ in range(150):  # far faster than one a second: the burst of 100 runs out
+            statuses.append(
+                session.post(
+                    f"{base}/_cxtrace/rum",
+                    data=b'{"v":1}',
+                    headers={"Content-Type": "text/plain;charset=UTF-8"},
+                ).status_code
+            )
+    assert statuses[:100] == [400] * 100  # garbage, but within the limit: parsed, refused
+    assert 40 <= statuses.count(429) <= 50  # beyond it: refused before parsing
+    handle.force_flush()
+    otlp.wait_for(lambda r: any(p.metric == "cx.rum.beacons.rejected" for p in r.points))
+    limited = otlp.metric_total("cx.rum.beacons.rejected", **{"error.type": "rate_limited"})
+    assert limited == statuses.count(429)
+    assert otlp.metric_total("cx.rum.beacons.rejected", **{"error.type": "schema"}) == (
+        statuses.count(400)
+    )
 
 
 def test_a_page_signed_by_another_process_verifies_only_with_a_shared_key(
