@@ -15,7 +15,7 @@ import os
 import threading
 from collections.abc import Iterable
 from types import TracebackType
-from typing import Any, Callable, Optional, TypeVar, Union, cast
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union, cast
 
 from cxtrace._core.config import INTEGRATIONS, Settings, is_disabled, load_settings
 from cxtrace._core.errors import ConfigError
@@ -31,6 +31,9 @@ from cxtrace._telemetry.recorder import (
     current_request,
 )
 from cxtrace._telemetry.rum import RumRecorder
+
+if TYPE_CHECKING:
+    from cxtrace._integrations.rum import Script
 
 __all__ = [
     "Instrumentation",
@@ -215,9 +218,9 @@ def instrument(
         for name in requested if requested is not None else INTEGRATIONS:
             detail = _enable(name, recorder, handle._patcher, explicit=requested is not None)
             if detail is not None:
+                if handle._rum is not None and _enable_rum(name, handle._rum, handle._patcher):
+                    detail += " with real-user monitoring"
                 enabled.append(detail)
-                if handle._rum is not None:
-                    _enable_rum(name, handle._rum, handle._patcher)
         handle.integrations = tuple(d.split(" ", 1)[0] for d in enabled)
         _processor_active = True
         _handle = handle
@@ -268,17 +271,21 @@ def _build_rum(settings: Settings, providers: Providers, recorder: Recorder) -> 
     return rum
 
 
-def _enable_rum(name: str, rum: RumRecorder, patcher: Patcher) -> None:
+def _enable_rum(name: str, rum: RumRecorder, patcher: Patcher) -> bool:
     """RUM's endpoint and injection, outermost on top of the integration ``name``."""
     from cxtrace._integrations.rum import enable_rum, load_script  # noqa: PLC0415
 
     global _script  # noqa: PLW0603 - read once per process, shared by every integration
-    if _script is None:
-        _script = load_script()
-    enable_rum(name, rum, patcher, _script)
+    try:
+        if _script is None:
+            _script = load_script()
+        return enable_rum(name, rum, patcher, _script)
+    except Exception as exc:  # noqa: BLE001 - the app starts anyway, without RUM there
+        _log.warning("real-user monitoring is not enabled for %s: %r", name, exc)
+        return False
 
 
-_script: Any = None  # the browser script (cxtrace._integrations.rum.Script), once loaded
+_script: Optional[Script] = None  # the browser script, read once
 
 
 def _log_again(handle: Instrumentation) -> None:

@@ -131,7 +131,10 @@ def _read_wsgi(environ: dict[str, Any]) -> Callable[[int], bytes]:
         stream = environ.get("wsgi.input")
         if stream is None:
             return b""
-        data: bytes = stream.read(length)
+        try:
+            data: bytes = stream.read(length)
+        except (OSError, ValueError):  # the client went away mid-body: a short body
+            return b""
         return data
 
     return read
@@ -331,8 +334,8 @@ def _injecting_async(
 # --------------------------------------------------------------------------- install
 
 
-def enable_rum(name: str, rum: RumRecorder, patcher: Patcher, script: Script) -> None:
-    """Install RUM on top of the integration ``name`` (which must be enabled already)."""
+def enable_rum(name: str, rum: RumRecorder, patcher: Patcher, script: Script) -> bool:
+    """Install RUM on top of the integration ``name`` (enabled already); False: none there."""
     if name == "flask":
         import flask  # noqa: PLC0415 - the framework is optional
 
@@ -347,3 +350,6 @@ def enable_rum(name: str, rum: RumRecorder, patcher: Patcher, script: Script) ->
         patcher.wrap(BaseHandler, "get_response_async", _injecting_async(rum, inject_django))
         patcher.wrap(WSGIHandler, "__call__", _wsgi_endpoint(rum, script))
         patcher.wrap(ASGIHandler, "__call__", _asgi_endpoint(rum, script))
+    else:  # requests: a client, no pages
+        return False
+    return True
