@@ -401,6 +401,20 @@ def test_forged_unsigned_malformed_and_replayed_beacons_are_dropped(
     assert any("CXTRACE_PROPAGATION_KEY" in w for w in warnings if "bad_signature" in w)
 
 
+def test_an_unsampled_page_is_counted_but_gets_no_browser_span(
+    otlp: Receiver, instrument: Any, serve: Any, rum_env: dict[str, str]
+) -> None:
+    handle = instrument(otlp, env={**rum_env, "OTEL_TRACES_SAMPLER": "always_off"})
+    base = serve(make_app())
+    html = requests.get(f"{base}/shop", headers={"X-Customer-Tier": "pro"}, timeout=5).text
+    assert re.search(r'content="00-[0-9a-f]{32}-[0-9a-f]{16}-00"', html)  # not sampled
+    assert post(base, a_beacon(token_of(html))) == 204
+    handle.force_flush()
+    otlp.wait_for(lambda r: any(p.metric == "cx.page_loads" for p in r.points))
+    assert otlp.metric_total("cx.page_loads", **{"cx.segment": "pro"}) == 1
+    assert page_loads(otlp) == []
+
+
 def test_a_flood_of_beacons_is_rate_limited_per_process(
     otlp: Receiver,
     instrument: Any,
