@@ -11,6 +11,7 @@ import pytest
 from cxtrace._core.rum import (
     MAX_BEACON_BYTES,
     MAX_TOKEN_AGE_S,
+    MAX_TOKEN_CHARS,
     PageContext,
     Rejected,
     ReplayGuard,
@@ -70,9 +71,32 @@ def test_a_token_round_trips_every_field() -> None:
     assert verify_token(issue_token(bare, KEY), KEY, now_s=NOW_S) == bare
 
 
-def test_a_token_leaves_out_a_path_too_long_to_carry() -> None:
-    long_path = PAGE._replace(path="/" + "a" * 600)
-    assert verify_token(issue_token(long_path, KEY), KEY, now_s=NOW_S).path is None
+def test_a_token_leaves_out_a_path_or_route_too_long_to_carry() -> None:
+    long_names = PAGE._replace(path="/" + "a" * 600, route="/" + "r" * 600)
+    verified = verify_token(issue_token(long_names, KEY), KEY, now_s=NOW_S)
+    assert (verified.path, verified.route) == (None, None)
+    kept = PAGE._replace(path="/" + "a" * 511, route="/" + "r" * 511)
+    assert verify_token(issue_token(kept, KEY), KEY, now_s=NOW_S) == kept
+
+
+def test_a_token_stays_small_enough_for_a_beacon_or_is_not_issued() -> None:
+    widest = PAGE._replace(
+        path="/" + "a" * 511,
+        route="/" + "r" * 511,
+        segment="\U0001f600" * 64,  # 4 UTF-8 bytes each
+        journey="\U0001f600" * 128,
+        step="\U0001f600" * 128,
+    )
+    token = issue_token(widest, KEY)
+    assert token is not None
+    assert len(token) <= MAX_TOKEN_CHARS
+    verified = verify_token(token, KEY, now_s=NOW_S)
+    assert verified.step == widest.step
+    assert verified.path is None  # dropped to fit
+    body = json.dumps({"v": 1, "cx": token, "ttfb": 1e6, "dcl": 1e6, "load": 1e6, "lcp": 1e6,
+                       "inp": 1e6, "cls": 99.9999, "err": 10000, "end": 1e6})  # fmt: skip
+    assert len(body) <= MAX_BEACON_BYTES
+    assert issue_token(widest._replace(step="x" * 5000), KEY) is None
 
 
 @pytest.mark.parametrize(
@@ -83,7 +107,7 @@ def test_a_token_leaves_out_a_path_too_long_to_carry() -> None:
         (42, "unsigned"),
         ("no-dot-here", "unsigned"),
         ("a.b.c", "unsigned"),
-        ("x" * 3000 + ".y", "unsigned"),
+        ("x" * MAX_TOKEN_CHARS + ".y", "unsigned"),
         ("!!!.???", "unsigned"),
         (edit_payload(issue_token(PAGE, KEY), g="enterprise"), "bad_signature"),
         (edit_payload(issue_token(PAGE, KEY), s="0000000000000001"), "bad_signature"),

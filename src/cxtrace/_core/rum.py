@@ -65,11 +65,11 @@ SCRIPT_PATH: Final = "/_cxtrace/rum.js"
 MAX_BEACON_BYTES: Final = 4096
 MAX_TOKEN_AGE_S: Final = 600.0  # a beacon leaves at load + a few seconds, or when hidden
 MAX_CLOCK_SKEW_S: Final = 60.0  # processes sharing CXTRACE_PROPAGATION_KEY on other hosts
-MAX_TOKEN_CHARS: Final = 2048
+MAX_TOKEN_CHARS: Final = 3072  # leaves ~1 KB of a 4 KB beacon for the measurements
 MAX_MS: Final = 3_600_000.0  # an hour: any browser timing beyond it is not a page load
 MAX_CLS: Final = 100.0
 MAX_ERRORS: Final = 10_000
-MAX_PATH_CHARS: Final = 512  # longer paths are left out of the token (url.path absent)
+MAX_PATH_CHARS: Final = 512  # longer paths and routes are left out of the token
 
 _DOMAIN: Final = b"cxtrace/rum/v1\x00"
 _SIG_BYTES: Final = 16
@@ -143,11 +143,17 @@ def _mac(payload: bytes, key: bytes) -> bytes:
     return mac.digest()[:_SIG_BYTES]
 
 
-_JSON: Final = json.JSONEncoder(separators=(",", ":"))  # ASCII only (ensure_ascii)
+# UTF-8, not \u escapes: a non-ASCII step name costs 2-4 bytes a character, not 6.
+_JSON: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
-def issue_token(page: PageContext, key: bytes) -> str:
+def issue_token(page: PageContext, key: bytes) -> Optional[str]:
     """The signed token the page carries: ``<payload>.<signature>``, both base64url.
+
+    At most :data:`MAX_TOKEN_CHARS`: a path, then a route, that would make it longer is
+    left out (``url.path`` / ``http.route`` then absent on the browser span); None if it
+    is still too long (names far beyond what any configuration uses): the page is then
+    not tagged rather than sending a beacon the endpoint would refuse.
 
     >>> page = PageContext("0" * 31 + "1", "0" * 15 + "2", True, "pro", None, None, None,
     ...                    "/", "GET", "/", 1_700_000_000_000)
@@ -169,12 +175,17 @@ def issue_token(page: PageContext, key: bytes) -> str:
         fields["n"] = page.step
     if page.step_index is not None:
         fields["i"] = page.step_index
-    if page.route is not None:
+    if page.route is not None and len(page.route) <= MAX_PATH_CHARS:
         fields["r"] = page.route
     if page.path is not None and len(page.path) <= MAX_PATH_CHARS:
         fields["p"] = page.path
-    payload = _JSON.encode(fields).encode("ascii")
-    return _b64(payload) + "." + _b64(_mac(payload, key))
+    for drop in ("", "p", "r"):
+        fields.pop(drop, None)
+        payload = _JSON.encode(fields).encode("utf-8", "surrogatepass")
+        token = _b64(payload) + "." + _b64(_mac(payload, key))
+        if len(token) <= MAX_TOKEN_CHARS:
+            return token
+    return None
 
 
 def _opt_str(fields: dict[str, Any], name: str) -> Optional[str]:

@@ -155,7 +155,10 @@ class RumRecorder:
         )
         if page is None:
             return None
-        return snippet(issue_token(page, self.key), page.traceparent, nonce)
+        token = issue_token(page, self.key)
+        if token is None:
+            return None
+        return snippet(token, page.traceparent, nonce)
 
     # ------------------------------------------------------------------ the beacon
 
