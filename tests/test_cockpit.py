@@ -624,8 +624,11 @@ def test_a_version_1_database_is_upgraded_without_losing_rows(tmp_path: Path) ->
                 ("server", "ab")
             ]
             assert reader.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        summary = api(cockpit, "summary")
-        assert summary["requests"]["total"] == 41
+            # The hourly rollup (version 3) was filled from the minutes already stored.
+            hourly = reader.execute("SELECT sum(count) FROM requests_hourly").fetchone()[0]
+            assert hourly == 41
+        for window in ("15m", "24h", "7d"):
+            assert api(cockpit, "summary", window)["requests"]["total"] == 41
 
 
 def test_a_database_from_a_newer_cockpit_or_another_program_is_refused(tmp_path: Path) -> None:
@@ -687,9 +690,9 @@ def test_prune_drops_what_is_older_than_the_retention(tmp_path: Path) -> None:
     deleted = store.prune(now)
     rows = store.table_rows()
     store.close()
-    assert deleted == 4  # the old request bucket, span bucket, example and series
-    assert rows["requests"] == 1
-    assert rows["span_stats"] == 1
+    assert deleted == 6  # the old request and span buckets (minute + hour), example, series
+    assert rows["requests"] == rows["requests_hourly"] == 1
+    assert rows["span_stats"] == rows["span_stats_hourly"] == 1
     assert rows["examples"] == 1
     assert rows["series"] == 1
     assert rows["steps"] == 1  # seen recently too
