@@ -43,6 +43,8 @@ _UNIT_MINUTES: Final = {"m": 1, "h": 60, "d": 1440}
 HEADLINE_MIN_REQUESTS: Final = 5
 # Apdex at or above this is "satisfied" in the page's words (the classic "excellent").
 GOOD_APDEX: Final = 0.94
+# Below this a slice is "frustrated" in the page's words (the usual alerting line).
+FAIR_APDEX: Final = 0.85
 EXAMPLES_SHOWN: Final = 3
 
 Key = tuple[str, str, str]  # (segment, journey, step)
@@ -128,7 +130,7 @@ def verdict(score: Optional[float]) -> str:
         return "no data"
     if score >= GOOD_APDEX:
         return "satisfied"
-    if score >= 0.7:
+    if score >= FAIR_APDEX:
         return "tolerating"
     return "frustrated"
 
