@@ -130,11 +130,13 @@ def span_exporter(protocol: str, cockpit: Cockpit) -> Any:
     return HttpSpanExporter(endpoint=f"{cockpit.otlp_http_endpoint}/v1/traces")
 
 
-def meter_provider(protocol: str, cockpit: Cockpit, instance: str, *, delta: bool) -> Any:
+def meter_provider(
+    protocol: str, cockpit: Cockpit, instance: str, *, delta: bool, service: str = "shop"
+) -> Any:
     reader = PeriodicExportingMetricReader(
         metric_exporter(protocol, cockpit, delta=delta), export_interval_millis=3_600_000
     )
-    resource = Resource.create({"service.name": "shop", "service.instance.id": instance})
+    resource = Resource.create({"service.name": service, "service.instance.id": instance})
     return MeterProvider(metric_readers=[reader], resource=resource)
 
 
@@ -311,7 +313,16 @@ def test_flask_app_instrumented_by_cxtrace_shows_exact_counts(
 
     deadline = time.monotonic() + 10
     handle.force_flush()
-    while (counts() != sent or pro_funnel().get("value") != 42.5) and time.monotonic() < deadline:
+
+    def health_checks() -> int:
+        grid = api(cockpit, "grid")
+        rows = [r for r in grid["rows"] if r["segment"] == "unknown"]
+        return cell(grid, "unknown", "/health")["total"] if rows else 0
+
+    def done() -> bool:
+        return counts() == sent and pro_funnel().get("value") == 42.5 and health_checks() == 1
+
+    while not done() and time.monotonic() < deadline:
         time.sleep(0.05)
         handle.force_flush()
     assert counts() == sent
@@ -479,6 +490,41 @@ def test_browser_page_loads_show_beside_server_requests(cockpit: Cockpit) -> Non
         ]
         page_t = conn.execute("SELECT page_threshold_ms FROM steps").fetchall()
     assert page_t == [(2500,)]
+
+
+def test_customers_are_counted_where_they_arrive_not_again_downstream(cockpit: Cockpit) -> None:
+    # The storefront (shop) calls a backend for every checkout: both count the request.
+    for service, n in (("shop", 6), ("backend", 6)):
+        provider = meter_provider("http/protobuf", cockpit, "1", delta=True, service=service)
+        provider.get_meter("m").create_counter("cx.requests").add(n, cx("satisfied", "pro"))
+        provider.shutdown()
+    shop = TracerProvider(resource=Resource.create({"service.name": "shop"}))
+    backend = TracerProvider(resource=Resource.create({"service.name": "backend"}))
+    for provider in (shop, backend):
+        provider.add_span_processor(SimpleSpanProcessor(span_exporter("http/protobuf", cockpit)))
+    attrs = {**cx("satisfied", "pro"), "cx.apdex.threshold_ms": 1000}
+    with shop.get_tracer("t").start_as_current_span("GET /checkout", kind=SpanKind.SERVER) as span:
+        span.set_attributes(attrs)
+        # The backend's server span continues the storefront's trace (its parent is remote).
+        with backend.get_tracer("t").start_as_current_span(
+            "POST /price", kind=SpanKind.SERVER, attributes=attrs
+        ):
+            pass
+    shop.shutdown()
+    backend.shutdown()
+
+    assert total(cockpit) == 6  # the customer's requests, once
+    services = api(cockpit, "services")
+    assert (services["services"], services["downstream"]) == (["backend", "shop"], ["backend"])
+    everything = f"{cockpit.page_url}api/grid?window=15m&service=all"
+    with urllib.request.urlopen(everything, timeout=10) as response:
+        assert cell(json.load(response), "pro", "checkout")["total"] == 12
+    only = f"{cockpit.page_url}api/slowest?window=15m&service=backend"
+    with urllib.request.urlopen(only, timeout=10) as response:
+        assert json.load(response)["slowest"][0]["spans"] == 1
+    with urllib.request.urlopen(cockpit.page_url, timeout=10) as response:
+        page = response.read().decode()
+    assert "Counted where customers arrive: shop." in page
 
 
 # ---------------------------------------------------------------------- hostile payloads
@@ -740,6 +786,7 @@ def test_prune_drops_what_is_older_than_the_retention(tmp_path: Path) -> None:
             200,
             None,
             "",
+            True,
         )
 
     old, recent = now - 2 * 3600 * 10**9, now - 10 * MINUTE_NS

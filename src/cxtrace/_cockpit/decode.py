@@ -100,6 +100,7 @@ class SpanSample(NamedTuple):
     http_status: int  # 0 when unknown
     conversion_value: Optional[float]
     currency: str
+    is_root: bool  # no parent span: the request came from outside the traced services
 
 
 def step_label(journey: object, step: object, route: object) -> tuple[str, str]:
@@ -133,15 +134,14 @@ def _attributes(pairs: Any) -> dict[str, object]:
     return {pair.key: _any_value(pair.value) for pair in pairs}
 
 
-def _series_key(metric: str, resource: Any, scope: str, attributes: dict[str, object]) -> str:
+def _series_key(metric: str, origin: str, attributes: dict[str, object]) -> str:
     """A short digest of everything that identifies one stream of points.
 
-    The resource includes ``service.name`` and ``service.instance.id``, so two processes
-    of one service are two series, as the OpenTelemetry data model says.
+    ``origin`` is the canonical resource + scope; the resource includes ``service.name``
+    and ``service.instance.id``, so two processes of one service are two series, as the
+    OpenTelemetry data model says.
     """
-    canonical = json.dumps(
-        [metric, _attributes(resource), scope, attributes], sort_keys=True, default=str
-    )
+    canonical = json.dumps([metric, origin, attributes], sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
@@ -165,8 +165,10 @@ def counter_points(request: metrics_service_pb2.ExportMetricsServiceRequest) -> 
         for pair in resource:
             if pair.key == SERVICE_NAME:
                 service = _label(_any_value(pair.value), UNKNOWN_SERVICE)
+        resource_text = json.dumps(_attributes(resource), sort_keys=True, default=str)
         for scope_metrics in resource_metrics.scope_metrics:
-            scope = f"{scope_metrics.scope.name}/{scope_metrics.scope.version}"
+            scope = scope_metrics.scope
+            origin = f"{resource_text}|{scope.name}/{scope.version}"
             for metric in scope_metrics.metrics:
                 if metric.name not in _METRIC_SOURCES or metric.WhichOneof("data") != "sum":
                     continue
@@ -187,7 +189,7 @@ def counter_points(request: metrics_service_pb2.ExportMetricsServiceRequest) -> 
                     records.append(
                         CounterPoint(
                             metric=metric.name,
-                            series=_series_key(metric.name, resource, scope, attrs),
+                            series=_series_key(metric.name, origin, attrs),
                             is_cumulative=temporality == cumulative,
                             start_ns=point.start_time_unix_nano,
                             time_ns=point.time_unix_nano,
@@ -256,6 +258,7 @@ def span_samples(request: trace_service_pb2.ExportTraceServiceRequest) -> list[S
                         http_status=_int(attrs.get(HTTP_RESPONSE_STATUS_CODE)),
                         conversion_value=float(value) if has_value else None,  # type: ignore[arg-type]
                         currency=_label(attrs.get(CX_CONVERSION_CURRENCY), ""),
+                        is_root=not span.parent_span_id,
                     )
                 )
     return samples
