@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import math
 import os
 import signal
 import socket
@@ -30,9 +31,11 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
     OTLPSpanExporter as HttpSpanExporter,
 )
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
+from opentelemetry.proto.trace.v1 import trace_pb2
 from opentelemetry.sdk.metrics import Counter, MeterProvider
 from opentelemetry.sdk.metrics.export import AggregationTemporality, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
@@ -548,6 +551,31 @@ def test_hostile_http_payloads_are_refused_and_stored_data_survives(
     bomb = gzip.compress(b"\0" * (30 * 1024 * 1024))  # 30 KB that inflate to 30 MB
     assert post(endpoint, bomb, headers={"Content-Encoding": "gzip"}) == 413
     assert post(endpoint, b"", path="/v1/logs") == 200  # logs: accepted, not shown
+    # Well-formed but unusable numbers are skipped, not stored: NaN, negative, absurd sizes,
+    # timestamps SQLite cannot hold.
+    for value, at in ((math.nan, now), (-4, now), (1e300, now), (1, 2**64 - 1), (1, 0)):
+        assert post(endpoint, metrics_payload([(value, now - MINUTE_NS, at)])) == 200
+    far_future = trace_service_pb2.ExportTraceServiceRequest(
+        resource_spans=[
+            trace_pb2.ResourceSpans(
+                scope_spans=[
+                    trace_pb2.ScopeSpans(
+                        spans=[
+                            trace_pb2.Span(
+                                trace_id=b"\1" * 16,
+                                span_id=b"\2" * 8,
+                                name="GET /checkout",
+                                start_time_unix_nano=now,
+                                end_time_unix_nano=2**64 - 1,
+                                attributes=[attribute("cx.satisfaction", "frustrated")],
+                            )
+                        ]
+                    )
+                ]
+            )
+        ]
+    )
+    assert post(endpoint, far_future.SerializeToString(), path="/v1/traces") == 200
     assert post(endpoint, good, path="/v1/nothing") == 404
 
     # 50 MB announced: refused from the headers alone, before any of the body is sent.
@@ -561,6 +589,7 @@ def test_hostile_http_payloads_are_refused_and_stored_data_survives(
     assert status_line.split()[1] == b"413"
 
     assert api(cockpit, "grid") == before
+    assert api(cockpit, "health")["rows"]["examples"] == 0
     with urllib.request.urlopen(cockpit.page_url, timeout=10) as page:
         assert page.status == 200
     rejected = api(cockpit, "health")["rejected"]

@@ -154,6 +154,20 @@ def _number(point: metrics_pb2.NumberDataPoint) -> Optional[float]:
     return None
 
 
+# Counts and timestamps a hostile payload could send that SQLite cannot store (NaN becomes
+# NULL, integers over 2**63 overflow) or that would poison sums: such points are skipped.
+_MAX_COUNT: Final = 1e15
+_MAX_TIME_NS: Final = 2**62
+
+
+def _is_count(value: float) -> bool:
+    return 0 <= value < _MAX_COUNT  # also False for NaN
+
+
+def _is_time(item: Any) -> bool:
+    return bool(item.start_time_unix_nano < _MAX_TIME_NS and 0 < item.time_unix_nano < _MAX_TIME_NS)
+
+
 def counter_points(request: metrics_service_pb2.ExportMetricsServiceRequest) -> list[CounterPoint]:
     """The points of the cx.* counters in ``request``; other metrics are skipped."""
     cumulative = metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE
@@ -177,7 +191,9 @@ def counter_points(request: metrics_service_pb2.ExportMetricsServiceRequest) -> 
                     continue
                 for point in metric.sum.data_points:
                     value = _number(point)
-                    if value is None or (temporality == delta and not value > 0):
+                    if value is None or not _is_count(value) or not _is_time(point):
+                        continue
+                    if temporality == delta and value == 0:
                         continue
                     attrs = _attributes(point.attributes)
                     journey, step = step_label(
@@ -226,6 +242,8 @@ def span_samples(request: trace_service_pb2.ExportTraceServiceRequest) -> list[S
                 attrs = _attributes(span.attributes)
                 satisfaction = attrs.get(CX_SATISFACTION)
                 if satisfaction not in SATISFACTIONS:
+                    continue
+                if not 0 < span.end_time_unix_nano < _MAX_TIME_NS:
                     continue
                 journey, step = step_label(
                     attrs.get(CX_JOURNEY), attrs.get(CX_STEP), attrs.get(HTTP_ROUTE)
