@@ -872,9 +872,9 @@ def test_cli_port_in_use_exits_2_naming_the_flag(tmp_path: Path) -> None:
             assert lines[0].startswith(f"cxtrace cockpit: error: {flag}:")
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="XDG layout is Linux's")
 def test_default_database_lives_in_the_users_data_directory(tmp_path: Path) -> None:
-    if sys.platform.startswith("linux"):
-        assert default_cockpit_db({"XDG_DATA_HOME": str(tmp_path)}) == (
-            tmp_path / "cxtrace" / "cockpit.sqlite3"
-        )
-        assert default_cockpit_db({}) == Path.home() / ".local/share/cxtrace/cockpit.sqlite3"
+    assert default_cockpit_db({"XDG_DATA_HOME": str(tmp_path)}) == (
+        tmp_path / "cxtrace" / "cockpit.sqlite3"
+    )
+    assert default_cockpit_db({}) == Path.home() / ".local/share/cxtrace/cockpit.sqlite3"
