@@ -31,7 +31,7 @@ from otlp_receiver import GRPC_AVAILABLE, Receiver
 
 TESTS = Path(__file__).resolve().parent
 
-ROUNDS = 8  # rounds of CALLS while the exporter is failing
+ROUNDS = 6  # rounds of CALLS while the exporter is failing
 # Long variants run in `nox -s soak` only.
 SOAK = [
     pytest.mark.soak,
@@ -226,7 +226,8 @@ def test_a_failing_collector_changes_no_response_and_holds_no_request(
 
         t0 = time.monotonic()
         cxtrace.shutdown(timeout_s=0.5)
-        assert time.monotonic() - t0 < 1.5
+        closing = time.monotonic() - t0
+        assert closing < 1.5
     finally:
         if hole is not None:
             hole.close()
@@ -244,16 +245,24 @@ def test_a_failing_collector_changes_no_response_and_holds_no_request(
         assert ours[0].startswith("cxtrace.shutdown(): telemetry was not exported within 0.5 s")
     else:
         # One line for the cause (spans failing to export) and maybe one for giving up at
-        # shutdown: never one per request (81 here) or per batch.
+        # shutdown: never one per request (63 here) or per batch.
         assert len([m for m in failed if m.startswith("exporting spans")]) == 1, ours
         assert len(ours) <= 3, ours
+    timings = sorted(t for answers in (first, *later) for _, _, t in answers)
+    print(  # the figures of docs/reliability.md (pytest -s)
+        f"\n{protocol} {fault}: {requests_sent} requests, identical answers, median "
+        f"{timings[len(timings) // 2] * 1000:.1f} ms, slowest {slowest * 1000:.1f} ms "
+        f"(baseline slowest {max(t for _, _, t in baseline) * 1000:.1f} ms); "
+        f"shutdown(0.5) {closing:.2f} s; cxtrace log lines {len(ours)}, "
+        f"SDK exporter lines {len(sdk_records(caplog))}"
+    )
     if receiver is not None:
         # The SDK's exporters log once per failed export attempt (a retry or the final
         # error), on their own loggers: bounded by the batches, which hold up to 512 spans.
         # cxtrace leaves those loggers alone (docs/reliability.md says how to quiet them).
         # (+2: an attempt cut short by shutdown ends with a line of its own, per signal.)
         assert len(sdk_records(caplog)) <= receiver.failed + 2, sdk_records(caplog)
-    assert requests_sent == 81
+    assert requests_sent == 63
 
 
 @pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
@@ -321,6 +330,7 @@ def test_shutdown_keeps_its_timeout_against_a_hung_collector(
 
     # It did wait for the collector, then gave up: 16-31 s before cxtrace bounded it.
     assert 0.9 < elapsed < 2.0, elapsed
+    print(f"\n{protocol}: shutdown(timeout_s=1.0) against a black hole took {elapsed:.2f} s")
 
 
 EXITING_APP = """
@@ -364,6 +374,7 @@ def test_interpreter_exit_keeps_its_deadline_against_a_hung_collector(
     exiting = time.monotonic() - t0
 
     assert process.returncode == 0, stderr
+    print(f"\n{protocol}: exit against a black hole took {exiting:.2f} s")
     # The SDK's own exit hooks took 21 s here (10 s exporter timeout per signal).
     assert exiting < EXIT_TIMEOUT_S + 2.0, exiting
     assert black_hole.accepted.is_set()

@@ -182,6 +182,7 @@ def test_hostile_requests_are_answered_as_without_cxtrace(
     check()
 
     assert len(sent) >= 100
+    print(f"\nhypothesis ({'trusted' if trust else 'untrusted'}): {len(sent)} hostile requests")
     otlp.wait_for(lambda r: sum(s.kind == "SERVER" for s in r.spans) >= len(sent))
     handle.force_flush()
     otlp.wait_for(lambda r: r.metric_total("cx.requests") == len(sent))
@@ -315,6 +316,7 @@ def test_a_corpus_of_bad_requests_gets_the_same_answers_from_real_servers(
     after = [raw_request(base, request) for base, request in cases]
 
     assert after == before
+    print(f"\ncorpus: {len(cases)} raw requests over {len(targets)} servers, same answers")
     answered = sum(1 for status, _ in after if status)
     otlp.wait_for(lambda r: sum(s.kind == "SERVER" for s in r.spans) >= answered - 10)
     handle.force_flush()

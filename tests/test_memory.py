@@ -78,6 +78,7 @@ def check_bounded(report: dict[str, Any], budget_mb: float) -> None:
 def test_memory_is_bounded_with_the_collector_down() -> None:
     # 2,500 requests fill the queue (and the batch in flight); then nothing may grow.
     report = run_load("http/protobuf", 5_000, 2_500)
+    print(json.dumps(report))
     check_bounded(report, budget_mb=8)
 
 
