@@ -53,6 +53,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import queue
 import threading
 import time
 import uuid
@@ -125,8 +126,10 @@ _WARN_EVERY_S = 300.0
 def _in_time(work: Callable[[], None], timeout_s: float, what: str) -> bool:
     """Run ``work`` in a daemon thread; True if it finished within ``timeout_s``.
 
-    Where no thread can be started (Python 3.12.0-3.12.x refuse new threads in exit
-    hooks), ``work`` runs here, bounded only by the SDK's own timeouts.
+    Where no thread can be started (some Python 3.12 releases refuse new threads in exit
+    hooks: "can't create new thread at interpreter shutdown"), ``work`` goes to the standby
+    thread started with the providers; without one it runs here, bounded only by the SDK's
+    own export timeouts.
     """
     done = threading.Event()
     gave_up = threading.Event()
@@ -143,11 +146,50 @@ def _in_time(work: Callable[[], None], timeout_s: float, what: str) -> bool:
     try:
         threading.Thread(target=run, name="cxtrace-close", daemon=True).start()
     except RuntimeError:  # "can't create new thread at interpreter shutdown"
-        run()
+        if not _standby.submit(run):
+            run()
     if done.wait(max(timeout_s, 0.0)):
         return True
     gave_up.set()
     return False
+
+
+class _Standby:
+    """A thread started before it is needed, for the exit hook to close providers with.
+
+    Python 3.12.1 (for one) refuses to start threads in exit hooks; a thread already
+    running still runs there. One per process that has providers cxtrace built; a forked
+    child starts its own when cxtrace renews its providers there.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._thread: Optional[threading.Thread] = None
+        self._pid = 0
+
+    def ensure(self) -> None:
+        thread = self._thread
+        if thread is not None and self._pid == os.getpid() and thread.is_alive():
+            return
+        self._queue = queue.SimpleQueue()  # a forked child's copy may hold the parent's
+        self._pid = os.getpid()
+        self._thread = threading.Thread(target=self._serve, name="cxtrace-standby", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        jobs = self._queue
+        while True:
+            jobs.get()()
+
+    def submit(self, work: Callable[[], None]) -> bool:
+        thread = self._thread
+        if thread is None or self._pid != os.getpid() or not thread.is_alive():
+            return False
+        self._queue.put(work)
+        return True
+
+
+_standby = _Standby()
 
 
 class Providers:
@@ -589,6 +631,7 @@ class _Build:
                 _exporters[id(part.provider)] = part.exporters
                 _alive.add(id(part.provider))
         _builds.add(self)
+        _standby.ensure()
         # Registered after the SDK objects above registered theirs, so in the child the
         # SDK has already re-created their locks and threads when ours runs.
         if hasattr(os, "register_at_fork"):
