@@ -1,5 +1,5 @@
 """Developer tasks: `nox -s tests`, `nox -s lint`, `nox -s typecheck`, `nox -s demo`,
-`nox -s bench` (docs/performance.md).
+`nox -s bench` (docs/performance.md), `nox -s soak` (docs/reliability.md).
 
 Each session installs what it needs into its own virtualenv (uv when available).
 """
@@ -139,3 +139,24 @@ def bench(session: nox.Session) -> None:
     """
     session.install("-e", ".[grpc]", *BENCH_DEPS)
     session.run("python", "tests/bench/run.py", *session.posargs)
+
+
+@nox.session
+def soak(session: nox.Session) -> None:
+    """The long reliability runs behind docs/reliability.md (under 5 minutes): 200,000
+    requests per protocol with the collector down, and sustained concurrent load.
+
+    The suite runs short variants of the same tests; these are marked `soak`.
+    """
+    session.install("-e", ".[grpc]", *TEST_DEPS, *_flask("3"), DJANGO[_here()[2]])
+    session.run(
+        "pytest",
+        "-m",
+        "soak",
+        "-s",
+        *(session.posargs or ["-q"]),
+        "tests/test_memory.py",
+        "tests/test_faults.py",
+        "tests/test_load.py",
+        env={"RUN_SOAK": "1"},
+    )

@@ -10,6 +10,12 @@ kept so tests can scan them for data that must never leave the process.
         run_app(env=receiver.env())
         receiver.wait_for(lambda r: bool(r.spans_named("GET /checkout")))
 
+Faults, for the reliability tests: ``fail_with(503)`` (HTTP) or
+``fail_with("UNAVAILABLE")`` (gRPC) answers every export with that error until
+``fail_with(None)``; ``partial_success(rejected=3)`` accepts payloads but answers with an
+OTLP partial success; ``Receiver(protocol, port=N)`` binds a port chosen beforehand, so
+an app can be pointed at a collector that only comes up later.
+
 Only the standard library, ``opentelemetry-proto`` and (for gRPC) ``grpcio``
 are used; ``grpcio`` is imported only when it is installed.
 """
@@ -300,14 +306,18 @@ def _decompress(body: bytes, encoding: str) -> bytes:
 class Receiver:
     """An OTLP endpoint (HTTP/protobuf or gRPC) that records what it is sent."""
 
-    def __init__(self, protocol: str = "http/protobuf") -> None:
+    def __init__(self, protocol: str = "http/protobuf", *, port: int = 0) -> None:
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, not {protocol!r}")
         if protocol == "grpc" and grpc is None:
             raise ValueError("protocol 'grpc' needs grpcio, which is not installed")
         self.protocol = protocol
         self.port = 0
+        self._wanted_port = port
         self.rejected = 0
+        self.failed = 0  # exports answered with the fault set by fail_with()
+        self._fault: int | str | None = None
+        self._partial_rejected = 0
         self._changed = threading.Condition(threading.Lock())
         self._generation = 0
         self._spans: list[SpanRecord] = []
@@ -366,6 +376,48 @@ class Receiver:
         if self.protocol == "grpc":
             env["OTEL_EXPORTER_OTLP_INSECURE"] = "true"
         return env
+
+    # ------------------------------------------------------------------ faults
+
+    def fail_with(self, fault: int | str | None) -> None:
+        """Answer every export with this error: an HTTP status (HTTP receiver) or a gRPC
+        status code name such as ``"UNAVAILABLE"`` (gRPC receiver); None: accept again."""
+        if fault is not None:
+            wanted = int if self.protocol == "http/protobuf" else str
+            if not isinstance(fault, wanted):
+                raise TypeError(f"{self!r}: fail_with() takes a {wanted.__name__} or None")
+            if isinstance(fault, str) and grpc is not None:
+                getattr(grpc.StatusCode, fault)  # AttributeError for a misspelt code
+        with self._changed:
+            self._fault = fault
+
+    def partial_success(self, rejected: int) -> None:
+        """Accept payloads but answer with an OTLP partial success rejecting ``rejected``
+        items (0: plain success again)."""
+        with self._changed:
+            self._partial_rejected = rejected
+
+    def _current_fault(self) -> int | str | None:
+        with self._changed:
+            fault = self._fault
+            if fault is not None:
+                self.failed += 1
+                self._generation += 1
+                self._changed.notify_all()
+            return fault
+
+    def _response(self, signal: str, response_class: Any) -> Message:
+        with self._changed:
+            rejected = self._partial_rejected
+        response: Message = response_class()
+        if rejected:
+            field = {"traces": "rejected_spans", "metrics": "rejected_data_points"}.get(
+                signal, "rejected_log_records"
+            )
+            partial = getattr(response, "partial_success")  # noqa: B009 - untyped proto field
+            setattr(partial, field, rejected)
+            partial.error_message = "receiver: partial success on purpose"
+        return response
 
     # ------------------------------------------------------------------ results
 
@@ -497,13 +549,13 @@ class Receiver:
         except DecodeError as error:
             raise _RejectedError(400, f"malformed {signal} payload: {error}") from error
         self._accept(signal, request, raw)
-        serialized: bytes = response_class().SerializeToString()
+        serialized: bytes = self._response(signal, response_class).SerializeToString()
         return serialized
 
     # ------------------------------------------------------------------ HTTP
 
     def _start_http(self) -> None:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
+        server = ThreadingHTTPServer(("127.0.0.1", self._wanted_port), _make_handler(self))
         server.daemon_threads = True
         self.port = server.server_address[1]
         thread = threading.Thread(
@@ -529,7 +581,7 @@ class Receiver:
         add_trace(_TraceServicer(self), server)  # type: ignore[no-untyped-call,unused-ignore]
         add_metrics(_MetricsServicer(self), server)  # type: ignore[no-untyped-call,unused-ignore]
         add_logs(_LogsServicer(self), server)  # type: ignore[no-untyped-call,unused-ignore]
-        port = server.add_insecure_port("127.0.0.1:0")
+        port = server.add_insecure_port(f"127.0.0.1:{self._wanted_port}")
         if not port:
             raise RuntimeError("gRPC server could not bind a loopback port")
         server.start()
@@ -537,6 +589,10 @@ class Receiver:
         self._grpc_server = server
 
     def _export_grpc(self, signal: str, request: Message, context: Any, response: Message) -> Any:
+        fault = self._current_fault()
+        if fault is not None:
+            context.abort(getattr(grpc.StatusCode, str(fault)), f"receiver: {fault} on purpose")
+        response = self._response(signal, type(response))
         try:
             self._accept(signal, request, request.SerializeToString())
         except Exception as error:
@@ -575,6 +631,11 @@ def _make_handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
             if path not in _HTTP_PATHS:
                 self._drain_body()
                 self._answer(404, b"not found\n", "text/plain")
+                return
+            fault = receiver._current_fault()
+            if fault is not None:
+                self._drain_body()
+                self._answer(int(fault), f"receiver: {fault} on purpose\n".encode(), "text/plain")
                 return
             try:
                 body = self._read_body()

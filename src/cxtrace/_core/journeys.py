@@ -21,7 +21,16 @@ from typing import Final, Optional, Union
 from cxtrace._core.errors import ConfigError
 from cxtrace._core.keys import CX_JOURNEY, CX_STEP, CX_STEP_INDEX
 
-__all__ = ["HTTP_METHODS", "Journey", "Step", "StepMatcher", "StepRef", "normalize_route"]
+__all__ = [
+    "HTTP_METHODS",
+    "MAX_NAMED_STEPS",
+    "OTHER_STEP",
+    "Journey",
+    "Step",
+    "StepMatcher",
+    "StepRef",
+    "normalize_route",
+]
 
 HTTP_METHODS: Final = frozenset(
     {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
@@ -204,10 +213,14 @@ def _ref(
     )
 
 
+MAX_NAMED_STEPS: Final = 1024
+OTHER_STEP: Final = "other"
+
+
 class StepMatcher:
     """Maps (route, path, method) to a :class:`StepRef`; built once at ``instrument()``."""
 
-    __slots__ = ("_by_name", "_by_route", "_named", "_paths", "_route_cache")
+    __slots__ = ("_by_name", "_by_route", "_named", "_overflow", "_paths", "_route_cache")
 
     def __init__(self, journeys: Sequence[Journey]) -> None:
         self._by_route: dict[tuple[str, Optional[str]], StepRef] = {}
@@ -246,6 +259,7 @@ class StepMatcher:
         # (raw route, method) -> ref; keyed by route *templates* and methods, so bounded.
         self._route_cache: dict[tuple[str, str], Optional[StepRef]] = {}
         self._named: dict[tuple[Optional[str], str], StepRef] = {}
+        self._overflow = _ref(None, OTHER_STEP, None, False, None)
 
     def match(self, route: Optional[str], path: str, method: str) -> Optional[StepRef]:
         if route is not None:
@@ -269,9 +283,13 @@ class StepMatcher:
         key = (journey, step)
         ref = self._by_name.get(key) or self._named.get(key)
         if ref is None:
+            # Names come from code, or from a caller's (signed or trusted) baggage: past
+            # MAX_NAMED_STEPS distinct ones they are all `other`, so cx.step / cx.journey
+            # stay bounded in the metrics and in cxtrace's own counters.
+            if len(self._named) >= MAX_NAMED_STEPS:
+                return self._overflow
             ref = _ref(journey, step, None, False, None)
-            if len(self._named) < 1024:  # names come from code, but stay bounded anyway
-                self._named[key] = ref
+            self._named[key] = ref
         return ref
 
     @property

@@ -32,6 +32,19 @@ a child's copy of the parent's exporter drops what it is given and never touches
 parent's connections (an HTTP keep-alive socket, a gRPC channel) — whatever the order in
 which fork handlers run, and even if rebuilding failed.
 
+Closing is bounded. The SDK's ``force_flush`` waits for every queued batch whatever
+timeout it is given, and a batch to a collector that accepts but never answers takes the
+exporter's whole timeout (10 s) per attempt: ``shutdown(timeout_s=2)`` took 16-31 s against
+a refused or black-holed collector. So flushing and shutting down run in a helper thread
+that the caller waits for at most ``timeout_s``; past that, cxtrace gives up on what its
+own exporters still hold (they drop it) and returns. At interpreter exit, cxtrace closes
+the providers it built the same way within :data:`EXIT_TIMEOUT_S` (instead of the SDK's
+exit hooks, which waited 21 s against a hung collector).
+
+An exporter that starts failing is reported once on the ``cxtrace`` logger (WARNING, at
+most every five minutes), and its recovery once (INFO): one line per outage, not one per
+request or batch. The SDK's own exporter loggers say why, once per failed batch.
+
 Imports: the OpenTelemetry API and SDK, ``cxtrace._core``, ``cxtrace._guard``.
 """
 
@@ -40,6 +53,9 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import queue
+import threading
+import time
 import uuid
 import weakref
 from collections.abc import Sequence
@@ -77,11 +93,11 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 
-from cxtrace._core.config import Settings
+from cxtrace._core.config import Settings, mask_url
 from cxtrace._core.locks import ForkSafeLock
 from cxtrace._guard import Guard
 
-__all__ = ["Providers", "build_providers"]
+__all__ = ["EXIT_TIMEOUT_S", "Providers", "build_providers"]
 
 _log = logging.getLogger("cxtrace")
 
@@ -91,6 +107,7 @@ _log = logging.getLogger("cxtrace")
 # exporting into a corpse.
 _alive: set[int] = set()
 _built: dict[int, Any] = {}  # id -> provider; holding it keeps the id from being reused
+_exporters: dict[int, Any] = {}  # id of a provider we built -> its (wrapped) exporters
 _lock = ForkSafeLock()
 
 # How long a forked child waits for the parent's (copied) metric readers to stop: their
@@ -98,6 +115,81 @@ _lock = ForkSafeLock()
 _RETIRE_TIMEOUT_MS = 200
 
 ForkListener = Callable[[Any, Any], None]
+
+# The longest interpreter exit waits for cxtrace to flush what it built: the default of
+# shutdown(timeout_s=...), well inside the grace periods process managers give.
+EXIT_TIMEOUT_S = 5.0
+# A failing exporter is reported at WARNING at most this often (and at DEBUG in between).
+_WARN_EVERY_S = 300.0
+
+
+def _in_time(work: Callable[[], None], timeout_s: float, what: str) -> bool:
+    """Run ``work`` in a daemon thread; True if it finished within ``timeout_s``.
+
+    Where no thread can be started (some Python 3.12 releases refuse new threads in exit
+    hooks: "can't create new thread at interpreter shutdown"), ``work`` goes to the standby
+    thread started with the providers; without one it runs here, bounded only by the SDK's
+    own export timeouts.
+    """
+    done = threading.Event()
+    gave_up = threading.Event()
+
+    def run() -> None:
+        try:
+            work()
+        except Exception as exc:  # noqa: BLE001 - the SDK raises when a reader fails to stop
+            # After the deadline the caller has said why it gave up: no second warning.
+            _log.log(logging.DEBUG if gave_up.is_set() else logging.WARNING, "%s: %s", what, exc)
+        finally:
+            done.set()
+
+    try:
+        threading.Thread(target=run, name="cxtrace-close", daemon=True).start()
+    except RuntimeError:  # "can't create new thread at interpreter shutdown"
+        if not _standby.submit(run):
+            run()
+    if done.wait(max(timeout_s, 0.0)):
+        return True
+    gave_up.set()
+    return False
+
+
+class _Standby:
+    """A thread started before it is needed, for the exit hook to close providers with.
+
+    Python 3.12.1 (for one) refuses to start threads in exit hooks; a thread already
+    running still runs there. One per process that has providers cxtrace built; a forked
+    child starts its own when cxtrace renews its providers there.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._thread: Optional[threading.Thread] = None
+        self._pid = 0
+
+    def ensure(self) -> None:
+        thread = self._thread
+        if thread is not None and self._pid == os.getpid() and thread.is_alive():
+            return
+        self._queue = queue.SimpleQueue()  # a forked child's copy may hold the parent's
+        self._pid = os.getpid()
+        self._thread = threading.Thread(target=self._serve, name="cxtrace-standby", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        jobs = self._queue
+        while True:
+            jobs.get()()
+
+    def submit(self, work: Callable[[], None]) -> bool:
+        thread = self._thread
+        if thread is None or self._pid != os.getpid() or not thread.is_alive():
+            return False
+        self._queue.put(work)
+        return True
+
+
+_standby = _Standby()
 
 
 class Providers:
@@ -125,22 +217,26 @@ class Providers:
         cxtrace has replaced the providers it owns there (``Recorder.bind``)."""
         self._fork_listeners.append(listener)
 
-    def force_flush(self, timeout_s: float) -> None:
-        millis = int(timeout_s * 1000)
-        for provider in (self.tracer_provider, self.meter_provider):
-            flush = getattr(provider, "force_flush", None)
-            if flush is not None:
-                flush(millis)
+    def force_flush(self, timeout_s: float) -> bool:
+        """Export what is buffered; waits at most ``timeout_s``. True if all went out."""
+        return _in_time(lambda: _flush(self._flushable(), timeout_s), timeout_s, "flushing")
 
     def shutdown(self, timeout_s: float) -> None:
-        """Flush everything; shut down only what cxtrace created."""
-        self.force_flush(timeout_s)
-        if self.owns_tracer_provider:
-            _alive.discard(id(self.tracer_provider))
-            self.tracer_provider.shutdown()
-        if self.owns_meter_provider:
-            _alive.discard(id(self.meter_provider))
-            self.meter_provider.shutdown(timeout_millis=timeout_s * 1000)
+        """Flush everything; shut down only what cxtrace created; within ``timeout_s``."""
+        owned = [
+            provider
+            for provider, is_ours in (
+                (self.tracer_provider, self.owns_tracer_provider),
+                (self.meter_provider, self.owns_meter_provider),
+            )
+            if is_ours
+        ]
+        for provider in owned:  # at once: a later instrument() must not reuse them
+            _alive.discard(id(provider))
+        _close(self._flushable(), owned, timeout_s, "cxtrace.shutdown()")
+
+    def _flushable(self) -> list[Any]:
+        return [self.tracer_provider, self.meter_provider]
 
     def _replace(self, old: Any, new: Any) -> bool:
         if self.tracer_provider is old:
@@ -156,10 +252,133 @@ class Providers:
 _handles: weakref.WeakSet[Providers] = weakref.WeakSet()
 
 
+def _flush(providers: Sequence[Any], timeout_s: float) -> None:
+    millis = int(timeout_s * 1000)
+    for provider in providers:
+        flush = getattr(provider, "force_flush", None)
+        if flush is not None:
+            flush(millis)
+
+
+def _close(flushed: Sequence[Any], owned: Sequence[Any], timeout_s: float, what: str) -> None:
+    """Flush ``flushed`` and shut down ``owned`` (providers cxtrace built) within ``timeout_s``.
+
+    Past the deadline, cxtrace's exporters of ``owned`` drop what they still hold and stop
+    retrying; the helper thread then ends once an export in flight times out.
+    """
+    deadline = time.monotonic() + timeout_s
+
+    def work() -> None:
+        _flush(flushed, timeout_s)
+        for provider in owned:
+            if time.monotonic() >= deadline:
+                return  # given up on: the exporters were abandoned
+            if isinstance(provider, MeterProvider):
+                left = max(deadline - time.monotonic(), 0.0)
+                provider.shutdown(timeout_millis=left * 1000)
+            else:
+                provider.shutdown()
+
+    if _in_time(work, timeout_s, what):
+        return
+    for provider in owned:
+        for exporter in _exporters.get(id(provider), ()):
+            exporter.abandon()
+    _log.warning(
+        "%s: telemetry was not exported within %.1f s (is the collector reachable?); "
+        "dropped what was left",
+        what,
+        timeout_s,
+    )
+
+
+def _close_at_exit() -> None:
+    """The exit hook: close what cxtrace built and nobody shut down, within EXIT_TIMEOUT_S."""
+    with _lock:
+        owned = [
+            part.provider
+            for build in _builds
+            for part in (build.tracing, build.metering)
+            if part is not None and id(part.provider) in _alive
+        ]
+        for provider in owned:
+            _alive.discard(id(provider))
+    if owned:
+        _close(owned, owned, EXIT_TIMEOUT_S, "exiting")
+
+
+atexit.register(_close_at_exit)  # the providers we build do not register the SDK's own
+
+
 # --------------------------------------------------------------------------- exporters
 
 
-class _ProcessLocalSpanExporter(SpanExporter):
+class _Health:
+    """Reports an exporter's outages on the ``cxtrace`` logger: one line each way."""
+
+    __slots__ = ("_failing", "_warned_at", "what")
+
+    def __init__(self, signal: str, exporter: Any) -> None:
+        endpoint = getattr(exporter, "_endpoint", None)  # the SDK's OTLP exporters have one
+        where = mask_url(endpoint) if isinstance(endpoint, str) else type(exporter).__name__
+        self.what = f"exporting {signal} to {where}"
+        self._failing = False
+        self._warned_at: Optional[float] = None
+
+    def saw(self, ok: bool) -> None:
+        if ok:
+            if self._failing:
+                self._failing = False
+                _log.info("%s works again", self.what)
+            return
+        if self._failing:
+            return
+        self._failing = True
+        now = time.monotonic()
+        if self._warned_at is None or now - self._warned_at >= _WARN_EVERY_S:
+            self._warned_at = now
+            _log.warning(
+                "%s failed; telemetry is dropped until it works again (the "
+                "opentelemetry.exporter loggers say why); requests are unaffected",
+                self.what,
+            )
+        else:
+            _log.debug("%s failed again", self.what)
+
+
+class _ProcessLocalExporter:
+    """What the span and metric exporter wrappers share: pid check, health, abandon."""
+
+    def __init__(self, exporter: Any, signal: str) -> None:
+        self._exporter = exporter
+        self._pid = os.getpid()
+        self._health = _Health(signal, exporter)
+        self._abandoned = False
+        self._closed = False
+        self._close_lock = threading.Lock()
+
+    def _is_ours(self) -> bool:
+        return os.getpid() == self._pid and not self._abandoned
+
+    def abandon(self) -> None:
+        """Drop whatever comes from now on and stop the exporter's retries (closing ran
+        out of time: the collector does not answer)."""
+        self._abandoned = True
+        if os.getpid() == self._pid:
+            self._close_exporter()
+
+    def _close_exporter(self, **kwargs: Any) -> None:
+        with self._close_lock:  # once: the SDK warns about a second shutdown
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            self._exporter.shutdown(**kwargs)
+        except Exception as exc:  # noqa: BLE001 - closing a broken connection may fail
+            _log.debug("closing %r failed: %s", self._exporter, exc)
+
+
+class _ProcessLocalSpanExporter(_ProcessLocalExporter, SpanExporter):
     """A span exporter only the process that built it uses; elsewhere it drops.
 
     A forked child inherits the parent's batch processor with this exporter: what is queued
@@ -167,52 +386,63 @@ class _ProcessLocalSpanExporter(SpanExporter):
     """
 
     def __init__(self, exporter: SpanExporter) -> None:
-        self._exporter = exporter
-        self._pid = os.getpid()
+        _ProcessLocalExporter.__init__(self, exporter, "spans")
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if os.getpid() != self._pid:
             return SpanExportResult.SUCCESS
-        return self._exporter.export(spans)
+        if self._abandoned:
+            return SpanExportResult.FAILURE
+        result: SpanExportResult = self._exporter.export(spans)
+        if not self._abandoned:  # else cxtrace said already why it gave up
+            self._health.saw(result is SpanExportResult.SUCCESS)
+        return result
 
     def shutdown(self) -> None:
         if os.getpid() == self._pid:
-            self._exporter.shutdown()
+            self._close_exporter()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        if os.getpid() != self._pid:
+        if not self._is_ours():
             return True
-        return self._exporter.force_flush(timeout_millis)
+        return bool(self._exporter.force_flush(timeout_millis))
 
 
-class _ProcessLocalMetricExporter(MetricExporter):
+class _ProcessLocalMetricExporter(_ProcessLocalExporter, MetricExporter):
     """A metric exporter only the process that built it uses; elsewhere it drops."""
 
     def __init__(self, exporter: MetricExporter) -> None:
         # PeriodicExportingMetricReader reads its exporter's preferences from these
         # attributes; hand the real exporter's through.
-        super().__init__(
+        MetricExporter.__init__(
+            self,
             preferred_temporality=exporter._preferred_temporality,
             preferred_aggregation=exporter._preferred_aggregation,
         )
-        self._exporter = exporter
-        self._pid = os.getpid()
+        _ProcessLocalExporter.__init__(self, exporter, "metrics")
 
     def export(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
     ) -> MetricExportResult:
         if os.getpid() != self._pid:
             return MetricExportResult.SUCCESS
-        return self._exporter.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+        if self._abandoned:
+            return MetricExportResult.FAILURE
+        result: MetricExportResult = self._exporter.export(
+            metrics_data, timeout_millis=timeout_millis, **kwargs
+        )
+        if not self._abandoned:
+            self._health.saw(result is MetricExportResult.SUCCESS)
+        return result
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        if os.getpid() != self._pid:
+        if not self._is_ours():
             return True
-        return self._exporter.force_flush(timeout_millis=timeout_millis)
+        return bool(self._exporter.force_flush(timeout_millis=timeout_millis))
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
         if os.getpid() == self._pid:
-            self._exporter.shutdown(timeout_millis=timeout_millis, **kwargs)
+            self._close_exporter(timeout_millis=timeout_millis, **kwargs)
 
 
 def _span_exporter(kind: str, protocol: str) -> SpanExporter:
@@ -322,10 +552,15 @@ class _Tracing:
     def __init__(self, settings: Settings, resource: Resource) -> None:
         self.settings = settings
         self.pipeline = _Pipeline()
-        self.provider = TracerProvider(resource=resource, active_span_processor=self.pipeline)
+        # No SDK exit hook: cxtrace's own (_close_at_exit) closes it within a deadline.
+        self.provider = TracerProvider(
+            resource=resource, active_span_processor=self.pipeline, shutdown_on_exit=False
+        )
         self.exporting: list[SpanProcessor] = []
+        self.exporters: list[_ProcessLocalExporter] = []
         for kind in settings.traces_exporters:
             exporter = _ProcessLocalSpanExporter(_span_exporter(kind, settings.traces_protocol))
+            self.exporters.append(exporter)
             processor = BatchSpanProcessor(exporter)
             self.provider.add_span_processor(processor)
             self.exporting.append(processor)
@@ -350,13 +585,17 @@ class _Metrics:
 
     def __init__(self, settings: Settings, resource: Resource) -> None:
         self.settings = settings
-        self.readers: list[MetricReader] = [
-            PeriodicExportingMetricReader(
-                _ProcessLocalMetricExporter(_metric_exporter(kind, settings.metrics_protocol))
-            )
+        exporters = [
+            _ProcessLocalMetricExporter(_metric_exporter(kind, settings.metrics_protocol))
             for kind in settings.metrics_exporters
         ]
-        self.provider = MeterProvider(metric_readers=self.readers, resource=resource)
+        self.exporters: list[_ProcessLocalExporter] = list(exporters)
+        self.readers: list[MetricReader] = [
+            PeriodicExportingMetricReader(exporter) for exporter in exporters
+        ]
+        self.provider = MeterProvider(
+            metric_readers=self.readers, resource=resource, shutdown_on_exit=False
+        )
 
     def successor(self, resource: Resource) -> _Metrics:
         """In a forked child: a fresh provider that takes this one's place.
@@ -389,8 +628,10 @@ class _Build:
         for part in (tracing, metering):
             if part is not None:
                 _built[id(part.provider)] = part.provider
+                _exporters[id(part.provider)] = part.exporters
                 _alive.add(id(part.provider))
         _builds.add(self)
+        _standby.ensure()
         # Registered after the SDK objects above registered theirs, so in the child the
         # SDK has already re-created their locks and threads when ours runs.
         if hasattr(os, "register_at_fork"):

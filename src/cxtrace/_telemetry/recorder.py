@@ -381,6 +381,11 @@ class RequestState:
             with _RESOLVE_SEGMENT:
                 value = resolver(request)
                 if value is not None:
+                    if not isinstance(value, str):  # a bug in the app's resolver: say so once
+                        raise TypeError(
+                            f"the segment= resolver returned a {type(value).__name__}; "
+                            "expected a str or None (the segment stays as it was)"
+                        )
                     self.set_segment(rec.segments.admit(value), from_code=False)
 
     def dispatched(
