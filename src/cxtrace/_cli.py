@@ -11,9 +11,9 @@ import argparse
 import os
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from cxtrace._core.config import describe, is_disabled, load_settings
 from cxtrace._core.errors import ConfigError
@@ -119,6 +119,147 @@ def _run(args: argparse.Namespace) -> int:
         return _NOT_EXECUTABLE
 
 
+_COCKPIT_HELP = """\
+Start the local Customer Experience Cockpit: an OTLP receiver (HTTP/protobuf and gRPC)
+that stores what it receives in an embedded SQLite database, and a page showing customer
+satisfaction by segment and journey step. Point an application at it with
+  OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 cxtrace run -- python app.py
+Ctrl-C (or SIGTERM) stops it; the data stays in the database for the next start.
+"""
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_COCKPIT_FLAGS = {
+    "page": "--port",
+    "otlp_http": "--otlp-http-port",
+    "otlp_grpc": "--otlp-grpc-port",
+}
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a port number 0-65535") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a port number 0-65535")
+    return port
+
+
+def _duration(text: str) -> float:
+    number, unit = text[:-1], text[-1:]
+    if unit not in _DURATION_UNITS or not number.isdigit() or int(number) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a duration like 7d, 24h or 90m")
+    return float(int(number) * _DURATION_UNITS[unit])
+
+
+def default_cockpit_db(environ: Mapping[str, str] = os.environ) -> Path:
+    """Where the cockpit keeps its database unless --db says otherwise."""
+    home = Path.home()
+    if sys.platform == "win32":
+        base = Path(environ.get("LOCALAPPDATA") or home / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = home / "Library" / "Application Support"
+    else:
+        base = Path(environ.get("XDG_DATA_HOME") or home / ".local" / "share")
+    return base / "cxtrace" / "cockpit.sqlite3"
+
+
+def _add_cockpit(commands: Any) -> None:
+    cockpit = commands.add_parser(
+        "cockpit",
+        help="the local Customer Experience Cockpit (OTLP receiver + page)",
+        description=_COCKPIT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cockpit.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    cockpit.add_argument(
+        "--port", type=_port, default=8765, help="port of the page (default: %(default)s)"
+    )
+    cockpit.add_argument(
+        "--otlp-http-port",
+        type=_port,
+        default=4318,
+        help="port of the OTLP/HTTP receiver (default: %(default)s)",
+    )
+    cockpit.add_argument(
+        "--otlp-grpc-port",
+        type=_port,
+        default=4317,
+        help="port of the OTLP/gRPC receiver (default: %(default)s)",
+    )
+    cockpit.add_argument(
+        "--db",
+        type=Path,
+        default=None,
+        help=f"SQLite database file (default: {default_cockpit_db()})",
+    )
+    cockpit.add_argument(
+        "--retention",
+        type=_duration,
+        default=7 * 86400.0,
+        metavar="DURATION",
+        help="how long data is kept, e.g. 7d, 24h, 90m (default: 7d)",
+    )
+    cockpit.set_defaults(func=_cockpit)
+
+
+def _cockpit(args: argparse.Namespace) -> int:
+    import logging  # noqa: PLC0415 - `cxtrace run` never pays for the cockpit
+    import signal  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    try:
+        from cxtrace._cockpit.app import Cockpit, ListenError  # noqa: PLC0415
+        from cxtrace._cockpit.store import SchemaError  # noqa: PLC0415
+    except ImportError as exc:
+        print(
+            f"cxtrace cockpit: error: {exc}; install it with: pip install 'cxtrace[cockpit]'",
+            file=sys.stderr,
+        )
+        return 2
+    # The command is the application here: its warnings (refused payloads) go to stderr.
+    logging.basicConfig(level=logging.WARNING, format="cxtrace cockpit: %(message)s")
+    db = args.db if args.db is not None else default_cockpit_db()
+    cockpit = Cockpit(
+        db,
+        host=args.host,
+        port=args.port,
+        otlp_http_port=args.otlp_http_port,
+        otlp_grpc_port=args.otlp_grpc_port,
+        retention_s=args.retention,
+    )
+    try:
+        cockpit.start()
+    except ListenError as exc:
+        flag = _COCKPIT_FLAGS[exc.role]
+        print(f"cxtrace cockpit: error: {flag}: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, SchemaError) as exc:
+        print(f"cxtrace cockpit: error: --db {db}: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        print(f"cxtrace cockpit: {cockpit.page_url}")
+        print(f"cxtrace cockpit: OTLP/HTTP {cockpit.otlp_http_endpoint}")
+        if cockpit.otlp_grpc_endpoint is not None:
+            print(f"cxtrace cockpit: OTLP/gRPC {cockpit.otlp_grpc_endpoint}")
+        print(f"cxtrace cockpit: database {db}; Ctrl-C stops", flush=True)
+        while not stop.wait(1.0):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        cockpit.stop()
+    print("cxtrace cockpit: stopped", flush=True)
+    return 0
+
+
 def _not_yet(args: argparse.Namespace) -> int:
     print(f"cxtrace {args.command}: not available in this version yet", file=sys.stderr)
     return 2
@@ -146,10 +287,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     run.add_argument("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     run.set_defaults(func=_run)
-    for name, text in (
-        ("cockpit", "the local Customer Experience Cockpit (coming with issue #8)"),
-        ("demo", "the cockpit with an example shop under load (issue #8)"),
-    ):
+    _add_cockpit(commands)
+    for name, text in (("demo", "the cockpit with an example shop under load (issue #8)"),):
         sub = commands.add_parser(name, help=text, description=text)
         sub.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
         sub.set_defaults(func=_not_yet)

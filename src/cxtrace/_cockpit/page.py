@@ -1,0 +1,436 @@
+"""The cockpit's web page: server-rendered HTML and SVG from the query results.
+
+No JavaScript chart library and nothing fetched from elsewhere: numbers are rendered here
+into HTML tables and inline SVG; ``static/cockpit.js`` only refreshes the content every few
+seconds. Every number a cell summarises is in its ``title`` (hover) and ``data-*``
+attributes (tests and scripts read those).
+"""
+
+from __future__ import annotations
+
+import time
+from html import escape
+from typing import Any, Final, Optional
+
+from cxtrace._cockpit.queries import WINDOWS, threshold_text
+
+__all__ = ["render_content", "render_page"]
+
+# Okabe-Ito colours: told apart by colour-blind readers too.
+_LINE_COLOURS: Final = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9")
+_WORDS: Final = {
+    "satisfied": "satisfied",
+    "tolerating": "tolerating",
+    "frustrated": "frustrated",
+    "no data": "no data",
+}
+
+
+def _e(value: object) -> str:
+    return escape(str(value), quote=True)
+
+
+def _pct(part: float, total: float) -> str:
+    return f"{100 * part / total:.0f}%" if total else "-"
+
+
+def _apdex(score: Optional[float]) -> str:
+    return "-" if score is None else f"{score:.2f}"
+
+
+def _step_title(journey: str, step: str) -> str:
+    return f"{journey} · {step}" if journey else step
+
+
+def _counts_title(prefix: str, c: dict[str, Any], unit: str = "requests") -> str:
+    return (
+        f"{prefix}: {c['total']} {unit} - {c['satisfied']} satisfied, "
+        f"{c['tolerating']} tolerating, {c['frustrated']} frustrated; Apdex {_apdex(c['apdex'])}"
+    )
+
+
+def _bar(c: dict[str, Any]) -> str:
+    """A thin stacked bar: satisfied | tolerating | frustrated shares of a total."""
+    total = c["total"]
+    if not total:
+        return ""
+    parts = "".join(
+        f'<span class="b-{name}" style="width:{100 * c[name] / total:.2f}%"></span>'
+        for name in ("satisfied", "tolerating", "frustrated")
+        if c[name]
+    )
+    return f'<span class="bar">{parts}</span>'
+
+
+# ---------------------------------------------------------------------- sections
+
+
+def _headline(summary: dict[str, Any]) -> str:
+    req = summary["requests"]
+    browser = summary["browser"]
+    lines = summary["headlines"]
+    if lines:
+        items = "".join(
+            f'<li class="headline v-{_e(h["verdict"])}" data-segment="{_e(h["segment"])}"'
+            f' data-step="{_e(h["step"])}" title="{_e(_counts_title(h["segment"], h))}">'
+            f"{_e(h['text'])}</li>"
+            for h in lines
+        )
+        story = f'<ol class="headlines">{items}</ol>'
+    else:
+        story = (
+            '<p class="headline-ok">Customers are satisfied on every step: no slice has '
+            "an Apdex below 0.94.</p>"
+        )
+    total = req["total"]
+    stats = [
+        f'<div class="stat"><b data-total="{total}">{total:,}</b><span>requests</span></div>',
+        f'<div class="stat v-{_e(req["verdict"])}"><b>{_apdex(req["apdex"])}</b>'
+        "<span>Apdex (server)</span></div>",
+    ]
+    for name in ("satisfied", "tolerating", "frustrated"):
+        stats.append(
+            f'<div class="stat s-{name}"><b>{_pct(req[name], total)}</b><span>{name}</span></div>'
+        )
+    if browser["total"]:
+        stats.append(
+            f'<div class="stat v-{_e(browser["verdict"])}" '
+            f'title="{_e(_counts_title("browser", browser, "page loads"))}">'
+            f"<b>{_apdex(browser['apdex'])}</b><span>Apdex (browser)</span></div>"
+        )
+    return (
+        '<section class="card summary" id="summary"><h2>What customers feel</h2>'
+        f'{story}<div class="stats">{"".join(stats)}</div>{_bar(req)}</section>'
+    )
+
+
+def _grid(grid: dict[str, Any]) -> str:
+    columns = grid["columns"]
+    if not columns:
+        return ""
+    journeys: list[tuple[str, int]] = []
+    for col in columns:
+        if journeys and journeys[-1][0] == col["journey"]:
+            journeys[-1] = (col["journey"], journeys[-1][1] + 1)
+        else:
+            journeys.append((col["journey"], 1))
+    head1 = "".join(
+        f'<th colspan="{span}" class="journey">{_e(j or "requests with no step")}</th>'
+        for j, span in journeys
+    )
+    head2 = "".join(
+        f'<th title="{_e("Apdex T = " + threshold_text(c["threshold_ms"]))}">{_e(c["step"])}</th>'
+        for c in columns
+    )
+    body = []
+    for row in grid["rows"]:
+        segment = row["segment"]
+        cells = []
+        for col, cell in zip(columns, row["cells"]):
+            where = f"{segment} · {_step_title(col['journey'], col['step'])}"
+            browser = cell["browser"]
+            title = _counts_title(where, cell)
+            if col["threshold_ms"]:
+                title += f" (T = {threshold_text(col['threshold_ms'])})"
+            extra = ""
+            if browser:
+                title += "\n" + _counts_title("browser page loads", browser, "page loads")
+                extra = (
+                    f'<span class="browser v-{_e(browser["verdict"])}">browser '
+                    f"{_apdex(browser['apdex'])}</span>"
+                )
+            attrs = (
+                f'data-segment="{_e(segment)}" data-journey="{_e(col["journey"])}" '
+                f'data-step="{_e(col["step"])}" data-total="{cell["total"]}" '
+                f'data-satisfied="{cell["satisfied"]}" data-tolerating="{cell["tolerating"]}" '
+                f'data-frustrated="{cell["frustrated"]}" '
+                f'data-apdex="{"" if cell["apdex"] is None else cell["apdex"]}"'
+            )
+            if not cell["total"]:
+                cells.append(
+                    f'<td class="cell v-none" {attrs} title="{_e(where)}: no requests">'
+                    f"{extra or '·'}</td>"
+                )
+                continue
+            cells.append(
+                f'<td class="cell v-{_e(cell["verdict"])}" {attrs} title="{_e(title)}">'
+                f'<span class="word">{_e(_WORDS[cell["verdict"]])}</span>'
+                f'<span class="score">{_apdex(cell["apdex"])}</span>'
+                f'<span class="count">{cell["total"]:,} req</span>{_bar(cell)}{extra}</td>'
+            )
+        body.append(f'<tr><th class="segment">{_e(segment)}</th>{"".join(cells)}</tr>')
+    legend = (
+        '<p class="legend"><span class="v-satisfied">satisfied</span> Apdex ≥ 0.94 '
+        '<span class="v-tolerating">tolerating</span> 0.70-0.94 '
+        '<span class="v-frustrated">frustrated</span> below 0.70 · hover a cell for its numbers'
+        "</p>"
+    )
+    return (
+        '<section class="card" id="grid"><h2>Apdex by segment and step</h2>'
+        f'<div class="scroll"><table class="grid"><thead><tr><th rowspan="2">segment</th>'
+        f"{head1}</tr><tr>{head2}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+        f"{legend}</section>"
+    )
+
+
+def _money(value: float, currency: str) -> str:
+    return f"{value:,.2f} {currency}".strip()
+
+
+def _converted(seg: dict[str, Any]) -> str:
+    rate = seg["conversion_rate"]
+    rate_text = "-" if rate is None else f"{100 * rate:.1f}%"
+    value = "<br>" + _e(_money(seg["value"], seg["currency"])) if seg["value"] else ""
+    return (
+        f'<td data-segment="{_e(seg["segment"])}" data-conversions="{seg["conversions"]}" '
+        f'data-value="{seg["value"]}">{seg["conversions"]:,} ({rate_text}){value}</td>'
+    )
+
+
+def _funnel(funnel: dict[str, Any]) -> str:
+    if not funnel["journeys"]:
+        return ""
+    parts = []
+    for journey in funnel["journeys"]:
+        segments = journey["segments"]
+        head = "".join(f"<th>{_e(s['segment'])}</th>" for s in segments)
+        rows = []
+        for i, step in enumerate(journey["steps"]):
+            cells = []
+            for seg in segments:
+                row = seg["steps"][i]
+                first = seg["steps"][0]["requests"] or 1
+                width = min(100.0, 100 * row["requests"] / first)
+                drop = row["drop_off"]
+                drop_text = "" if drop is None else f'<span class="drop">-{100 * drop:.0f}%</span>'
+                conv = (
+                    f'<span class="conv" title="conversions">✓ {row["conversions"]:,}</span>'
+                    if row["conversions"]
+                    else ""
+                )
+                title = f"{seg['segment']} · {step}: {row['requests']} requests"
+                if drop is not None:
+                    title += f", {100 * drop:.1f}% fewer than the step before"
+                if row["conversions"]:
+                    title += f"; {row['conversions']} conversions"
+                    if row["value"]:
+                        title += f" worth {_money(row['value'], row['currency'])}"
+                cells.append(
+                    f'<td class="funnel-cell" data-segment="{_e(seg["segment"])}" '
+                    f'data-step="{_e(step)}" data-requests="{row["requests"]}" '
+                    f'data-conversions="{row["conversions"]}" title="{_e(title)}">'
+                    f'<span class="fbar"><span style="width:{width:.1f}%"></span></span>'
+                    f'<span class="n">{row["requests"]:,}</span>{drop_text}{conv}</td>'
+                )
+            rows.append(f"<tr><th>{_e(step)}</th>{''.join(cells)}</tr>")
+        totals = "".join(_converted(s) for s in segments)
+        parts.append(
+            f'<h3>{_e(journey["journey"])}</h3><table class="funnel" '
+            f'data-journey="{_e(journey["journey"])}"><thead><tr><th>step</th>{head}</tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody><tfoot><tr><th>converted</th>{totals}</tr></tfoot>"
+            "</table>"
+        )
+    return (
+        '<section class="card" id="funnel"><h2>Conversion funnel</h2>'
+        '<p class="hint">requests reaching each step, drop-off from the step before, '
+        "conversions and their value</p>"
+        f"{''.join(parts)}</section>"
+    )
+
+
+def _reasons(reasons: dict[str, Any]) -> str:
+    rows = reasons["rows"][:10]
+    if not rows:
+        body = '<p class="hint">No slow or failing requests among the traces received.</p>'
+    else:
+        top = max(r["frustrated_slow"] + r["frustrated_error"] + r["tolerating"] for r in rows)
+        items = []
+        for r in rows:
+            segs = "".join(
+                f'<span class="r-{cls}" style="width:{100 * r[key] / top:.2f}%" '
+                f'title="{r[key]} {label}"></span>'
+                for key, cls, label in (
+                    ("frustrated_error", "error", "frustrated by an error"),
+                    ("frustrated_slow", "slow", "frustrated by slowness"),
+                    ("tolerating", "tolerating", "tolerating (slow)"),
+                )
+                if r[key]
+            )
+            items.append(
+                f'<tr data-segment="{_e(r["segment"])}" data-step="{_e(r["step"])}" '
+                f'data-error="{r["frustrated_error"]}" data-slow="{r["frustrated_slow"]}">'
+                f"<th>{_e(r['segment'])} · {_e(r['step'])}</th>"
+                f'<td class="rbar">{segs}</td><td class="num">{r["frustrated_error"]:,}</td>'
+                f'<td class="num">{r["frustrated_slow"]:,}</td>'
+                f'<td class="num">{r["tolerating"]:,}</td></tr>'
+            )
+        body = (
+            '<table class="reasons"><thead><tr><th></th><th></th><th>error</th><th>slow</th>'
+            f"<th>tolerating</th></tr></thead><tbody>{''.join(items)}</tbody></table>"
+        )
+    return (
+        '<section class="card" id="reasons"><h2>Why customers are frustrated</h2>'
+        '<p class="legend"><span class="r-error">error</span> '
+        '<span class="r-slow">too slow (over 4 T)</span> '
+        '<span class="r-tolerating">tolerating (T to 4 T)</span> · from traces</p>'
+        f"{body}</section>"
+    )
+
+
+def _trace_ids(examples: list[dict[str, Any]]) -> str:
+    return " ".join(
+        f'<code class="trace" data-trace-id="{_e(x["trace_id"])}" '
+        f'title="trace {_e(x["trace_id"])} · {x["duration_ms"]:,.0f} ms'
+        f'{" · HTTP " + str(x["http_status"]) if x["http_status"] else ""} (click to copy)">'
+        f"{_e(x['trace_id'][:12])}…</code>"
+        for x in examples
+    )
+
+
+def _slowest(slowest: dict[str, Any]) -> str:
+    def table(rows: list[dict[str, Any]], kind: str) -> str:
+        if not rows:
+            return f'<p class="hint">No {kind} steps among the traces received.</p>'
+        body = "".join(
+            f'<tr data-segment="{_e(r["segment"])}" data-step="{_e(r["step"])}">'
+            f"<th>{_e(r['step'])}<small>{_e(r['segment'])}</small></th>"
+            f'<td class="num">{r["mean_ms"]:,.0f} ms</td><td class="num">{r["max_ms"]:,.0f} ms</td>'
+            f'<td class="num">{100 * r["error_rate"]:.0f}%</td>'
+            f"<td>{_trace_ids(r['examples'])}</td></tr>"
+            for r in rows
+        )
+        return (
+            f'<table class="steps {kind}"><thead><tr><th>step</th><th>mean</th><th>max</th>'
+            f"<th>errors</th><th>example traces</th></tr></thead><tbody>{body}</tbody></table>"
+        )
+
+    return (
+        '<section class="card" id="slowest"><h2>Slowest steps</h2>'
+        f"{table(slowest['slowest'][:6], 'slowest')}<h2>Failing steps</h2>"
+        f"{table(slowest['failing'][:6], 'failing')}</section>"
+    )
+
+
+def _timeline(timeline: dict[str, Any]) -> str:
+    series = timeline["series"]
+    if not series:
+        return ""
+    width, height = 600, 230
+    left, right, top, bottom = 40, 10, 10, 28
+    start, end = timeline["start"], timeline["end"]
+    span = max(1, end - start)
+    bucket = timeline["bucket_s"]
+
+    def x(t: float) -> float:
+        return float(left + (width - left - right) * (t + bucket / 2 - start) / span)
+
+    def y(score: float) -> float:
+        return top + (height - top - bottom) * (1 - score)
+
+    grid = []
+    for level in (0.0, 0.5, 0.7, 0.94, 1.0):
+        grid.append(
+            f'<line class="gl" x1="{left}" x2="{width - right}" y1="{y(level):.1f}" '
+            f'y2="{y(level):.1f}"/><text class="ax" x="{left - 6}" y="{y(level) + 4:.1f}" '
+            f'text-anchor="end">{level:g}</text>'
+        )
+    for i in range(5):
+        t = start + span * i / 4
+        label = time.strftime("%H:%M" if span <= 2 * 86400 else "%a %H:%M", time.localtime(t))
+        anchor = "start" if i == 0 else "end" if i == 4 else "middle"
+        grid.append(
+            f'<text class="ax" x="{left + (width - left - right) * i / 4:.1f}" '
+            f'y="{height - 8}" text-anchor="{anchor}">{label}</text>'
+        )
+    lines = []
+    legend = []
+    for n, s in enumerate(series):
+        colour = _LINE_COLOURS[n % len(_LINE_COLOURS)]
+        pts = [(x(p["time"]), y(p["apdex"]), p) for p in s["points"] if p["apdex"] is not None]
+        if not pts:
+            continue
+        path = " ".join(
+            f"{'M' if i == 0 else 'L'}{px:.1f},{py:.1f}" for i, (px, py, _) in enumerate(pts)
+        )
+        dots = "".join(
+            f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3"><title>{_e(s["segment"])} '
+            f"{time.strftime('%H:%M', time.localtime(p['time']))}: Apdex {p['apdex']:.2f} "
+            f"over {p['total']:,} requests</title></circle>"
+            for px, py, p in pts
+        )
+        lines.append(
+            f'<g class="series" data-segment="{_e(s["segment"])}" stroke="{colour}" '
+            f'fill="{colour}"><path d="{path}" fill="none"/>{dots}</g>'
+        )
+        legend.append(f'<span><i style="background:{colour}"></i>{_e(s["segment"])}</span>')
+    return (
+        '<section class="card" id="timeline"><h2>Apdex over time, per segment</h2>'
+        f'<svg viewBox="0 0 {width} {height}" class="chart" role="img" '
+        f'aria-label="Apdex over time per segment">{"".join(grid)}{"".join(lines)}</svg>'
+        f'<p class="legend lines">{"".join(legend)}</p></section>'
+    )
+
+
+def _empty(has_any_data: bool, window_label: str, endpoint: str) -> str:
+    if has_any_data:
+        return (
+            '<section class="card empty"><h2>Nothing in this window</h2>'
+            f"<p>No requests arrived in the last {_e(window_label)}. "
+            "Pick a longer window above, or send some traffic.</p></section>"
+        )
+    return (
+        '<section class="card empty"><h2>Waiting for data</h2>'
+        "<p>Point an application at this cockpit, then use it: the page fills within "
+        "seconds.</p>"
+        f"<pre>export OTEL_EXPORTER_OTLP_ENDPOINT={_e(endpoint)}\n"
+        "export OTEL_METRIC_EXPORT_INTERVAL=5000\n"
+        "cxtrace run -- python app.py</pre>"
+        "<p>Any OpenTelemetry SDK works (OTLP over HTTP/protobuf or gRPC); the cockpit "
+        "reads the <code>cx.requests</code> and <code>cx.conversions</code> metrics that "
+        "cxtrace records and the <code>cx.*</code> attributes of its server spans. Or try "
+        "<code>cxtrace demo</code>.</p></section>"
+    )
+
+
+def render_content(data: dict[str, Any], *, has_any_data: bool, endpoint: str) -> str:
+    """The part of the page that refreshes: every view for one window."""
+    summary = data["summary"]
+    if not summary["requests"]["total"] and not summary["browser"]["total"]:
+        return _empty(has_any_data, data["window"], endpoint)
+    return (
+        _headline(summary)
+        + _grid(data["grid"])
+        + '<div class="cols">'
+        + _funnel(data["funnel"])
+        + _timeline(data["timeline"])
+        + '</div><div class="cols">'
+        + _reasons(data["reasons"])
+        + _slowest(data["slowest"])
+        + "</div>"
+    )
+
+
+_ON: Final = ' class="on" aria-current="true"'
+
+
+def render_page(data: dict[str, Any], *, has_any_data: bool, endpoint: str) -> str:
+    current = data["window"]
+    choices = "".join(
+        f'<a href="?window={label}"{_ON if label == current else ""}>{label}</a>'
+        for label in WINDOWS
+    )
+    content = render_content(data, has_any_data=has_any_data, endpoint=endpoint)
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        "<title>Customer Experience Cockpit · cxtrace</title>"
+        '<link rel="stylesheet" href="/static/cockpit.css">'
+        '<link rel="icon" href="data:,">'
+        '<script src="/static/cockpit.js" defer></script></head>'
+        f'<body data-window="{_e(current)}"><header><h1>Customer Experience Cockpit</h1>'
+        f'<nav class="windows" aria-label="time window">{choices}</nav>'
+        '<span id="updated" class="updated"></span></header>'
+        f'<main id="content">{content}</main>'
+        "<footer>cxtrace · counts from the <code>cx.*</code> metrics, examples from traces · "
+        '<a href="/api/summary">JSON API</a></footer></body></html>'
+    )

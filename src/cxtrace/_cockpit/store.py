@@ -1,0 +1,427 @@
+"""The cockpit's embedded SQLite database: schema, migrations, ingest, retention.
+
+Aggregated on ingest, not on read: a counter point becomes a delta (cumulative streams are
+differenced against the last value of their series, kept in ``series`` so a restart does
+not double count) and is added to a per-minute bucket. A million requests are then a few
+thousand rows, and every page reads only buckets.
+
+    requests     (minute, service, segment, journey, step, satisfaction) -> count
+    page_loads   same, for the browser's cx.page_loads (section 10)
+    conversions  (minute, service, segment, journey, step) -> count, value, currency
+    span_stats   (minute, service, segment, journey, step, satisfaction, reason)
+                 -> spans, total and max duration; page_load_stats for the browser
+    examples     a bounded number of recent spans per (source, segment, journey, step,
+                 satisfaction, reason): trace id, duration, status
+    steps        (journey, step) -> position in the journey, Apdex T (server and browser)
+    series       cumulative series -> start time, last value, last seen
+
+Every ingest runs in one transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``): a process killed
+mid-write loses at most the request in flight. WAL mode lets the page read while the
+receiver writes. ``PRAGMA user_version`` is the schema version; ``_MIGRATIONS`` only ever
+moves forward, one transaction per step, so an upgrade keeps every row.
+
+Standard library only (``sqlite3``); imports nothing from the instrumentation.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Final, Union
+
+from cxtrace._cockpit.decode import BROWSER, CX_CONVERSIONS, CX_PAGE_LOADS, CounterPoint, SpanSample
+
+__all__ = ["SCHEMA_VERSION", "SchemaError", "Store", "StoreClosedError"]
+
+_log = logging.getLogger(__name__)
+
+MINUTE_NS: Final = 60 * 10**9
+# Recent examples kept per (source, segment, journey, step, satisfaction, reason).
+EXAMPLES_PER_GROUP: Final = 10
+
+# Each entry moves the schema from version i to i + 1. Never edit a released entry: add one.
+_MIGRATIONS: Final[tuple[str, ...]] = (
+    # 1: server requests, conversions, span statistics and examples
+    """
+    CREATE TABLE series (
+        key TEXT PRIMARY KEY, start_ns INTEGER NOT NULL, value REAL NOT NULL,
+        seen_ns INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX series_seen ON series (seen_ns);
+    CREATE TABLE requests (
+        minute INTEGER NOT NULL, service TEXT NOT NULL, segment TEXT NOT NULL,
+        journey TEXT NOT NULL, step TEXT NOT NULL, satisfaction TEXT NOT NULL,
+        count REAL NOT NULL,
+        PRIMARY KEY (minute, service, segment, journey, step, satisfaction)
+    ) WITHOUT ROWID;
+    CREATE TABLE conversions (
+        minute INTEGER NOT NULL, service TEXT NOT NULL, segment TEXT NOT NULL,
+        journey TEXT NOT NULL, step TEXT NOT NULL,
+        count REAL NOT NULL DEFAULT 0, value REAL NOT NULL DEFAULT 0,
+        currency TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (minute, service, segment, journey, step)
+    ) WITHOUT ROWID;
+    CREATE TABLE span_stats (
+        minute INTEGER NOT NULL, service TEXT NOT NULL, segment TEXT NOT NULL,
+        journey TEXT NOT NULL, step TEXT NOT NULL, satisfaction TEXT NOT NULL,
+        reason TEXT NOT NULL, spans INTEGER NOT NULL, errors INTEGER NOT NULL,
+        total_ms REAL NOT NULL, max_ms REAL NOT NULL,
+        PRIMARY KEY (minute, service, segment, journey, step, satisfaction, reason)
+    ) WITHOUT ROWID;
+    CREATE TABLE examples (
+        id INTEGER PRIMARY KEY, end_ns INTEGER NOT NULL, service TEXT NOT NULL,
+        segment TEXT NOT NULL, journey TEXT NOT NULL, step TEXT NOT NULL,
+        satisfaction TEXT NOT NULL, reason TEXT NOT NULL, trace_id TEXT NOT NULL,
+        span_id TEXT NOT NULL, duration_ms REAL NOT NULL, is_error INTEGER NOT NULL,
+        http_status INTEGER NOT NULL
+    );
+    CREATE INDEX examples_group
+        ON examples (segment, journey, step, satisfaction, reason, end_ns);
+    CREATE INDEX examples_end ON examples (end_ns);
+    CREATE TABLE steps (
+        journey TEXT NOT NULL, step TEXT NOT NULL, step_index INTEGER NOT NULL,
+        threshold_ms INTEGER NOT NULL, seen_ns INTEGER NOT NULL,
+        PRIMARY KEY (journey, step)
+    ) WITHOUT ROWID;
+    """,
+    # 2: the browser's view (real-user monitoring, design.md section 10) beside the server's
+    """
+    CREATE TABLE page_loads (
+        minute INTEGER NOT NULL, service TEXT NOT NULL, segment TEXT NOT NULL,
+        journey TEXT NOT NULL, step TEXT NOT NULL, satisfaction TEXT NOT NULL,
+        count REAL NOT NULL,
+        PRIMARY KEY (minute, service, segment, journey, step, satisfaction)
+    ) WITHOUT ROWID;
+    CREATE TABLE page_load_stats (
+        minute INTEGER NOT NULL, service TEXT NOT NULL, segment TEXT NOT NULL,
+        journey TEXT NOT NULL, step TEXT NOT NULL, satisfaction TEXT NOT NULL,
+        reason TEXT NOT NULL, spans INTEGER NOT NULL, errors INTEGER NOT NULL,
+        total_ms REAL NOT NULL, max_ms REAL NOT NULL,
+        PRIMARY KEY (minute, service, segment, journey, step, satisfaction, reason)
+    ) WITHOUT ROWID;
+    ALTER TABLE examples ADD COLUMN source TEXT NOT NULL DEFAULT 'server';
+    DROP INDEX examples_group;
+    CREATE INDEX examples_group
+        ON examples (source, segment, journey, step, satisfaction, reason, end_ns);
+    ALTER TABLE steps ADD COLUMN page_threshold_ms INTEGER NOT NULL DEFAULT 0;
+    """,
+)
+SCHEMA_VERSION: Final = len(_MIGRATIONS)
+
+_BUCKET_TABLES: Final = ("requests", "page_loads", "conversions", "span_stats", "page_load_stats")
+
+
+_COUNT_KEY: Final = "minute, service, segment, journey, step, satisfaction"
+_ADD_COUNT: Final = {
+    table: f"INSERT INTO {table} ({_COUNT_KEY}, count) VALUES (?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
+    f" ON CONFLICT ({_COUNT_KEY}) DO UPDATE SET count = count + excluded.count"
+    for table in ("requests", "page_loads")
+}
+_SPAN_KEY: Final = "minute, service, segment, journey, step, satisfaction, reason"
+_ADD_SPAN: Final = {
+    table: f"INSERT INTO {table} ({_SPAN_KEY}, spans, errors, total_ms, max_ms)"  # noqa: S608
+    f" VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?) ON CONFLICT ({_SPAN_KEY}) DO UPDATE"
+    " SET spans = spans + 1, errors = errors + excluded.errors,"
+    " total_ms = total_ms + excluded.total_ms, max_ms = max(max_ms, excluded.max_ms)"
+    for table in ("span_stats", "page_load_stats")
+}
+_CONVERSION_KEY: Final = "minute, service, segment, journey, step"
+_ADD_CONVERSIONS: Final = (
+    f"INSERT INTO conversions ({_CONVERSION_KEY}, count) VALUES (?, ?, ?, ?, ?, ?)"  # noqa: S608
+    f" ON CONFLICT ({_CONVERSION_KEY}) DO UPDATE SET count = count + excluded.count"
+)
+_ADD_CONVERSION_VALUE: Final = (
+    f"INSERT INTO conversions ({_CONVERSION_KEY}, value, currency)"  # noqa: S608
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+    f" ON CONFLICT ({_CONVERSION_KEY}) DO UPDATE SET value = value + excluded.value,"
+    " currency = CASE WHEN excluded.currency = '' THEN currency ELSE excluded.currency END"
+)
+
+
+class SchemaError(Exception):
+    """The database was written by a newer cockpit (or is not a cockpit database)."""
+
+
+class StoreClosedError(Exception):
+    """The store was closed (the cockpit is stopping)."""
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 30000")
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema to ``SCHEMA_VERSION``; returns the version found before."""
+    found = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if found > SCHEMA_VERSION:
+        raise SchemaError(
+            f"database schema version {found} is newer than this cockpit's "
+            f"({SCHEMA_VERSION}); upgrade cxtrace to open it"
+        )
+    for version in range(found, SCHEMA_VERSION):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(_MIGRATIONS[version]):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {version + 1}")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        if found:
+            _log.info("cockpit database upgraded to schema version %d", version + 1)
+    return found
+
+
+def _statements(script: str) -> list[str]:
+    # executescript() would COMMIT first; run the statements one by one inside our own
+    # transaction instead, so a failed migration leaves the previous version intact.
+    return [part.strip() for part in script.split(";") if part.strip()]
+
+
+Row = tuple[Union[str, int, float], ...]
+
+
+class Store:
+    """One cockpit database. Writes are serialised; reads use their own connections."""
+
+    def __init__(self, path: Union[str, os.PathLike[str]], *, retention_s: float) -> None:
+        self.path = str(path)
+        self.retention_s = retention_s
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._closed = False
+        conn = _connect(self.path)
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                _log.warning("cockpit database %s is not in WAL mode (%s)", self.path, mode)
+            conn.execute("PRAGMA synchronous = NORMAL")  # WAL: durable across process kills
+            migrate(conn)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise SchemaError(f"{self.path}: not a cockpit database ({exc})") from exc
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        self.last_ingest_ns = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Wait for the write in progress, then close. Later writes raise StoreClosedError."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._conn.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            if self._closed:
+                raise StoreClosedError("the cockpit store is closed")
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            self.last_ingest_ns = time.time_ns()
+
+    @contextmanager
+    def reader(self) -> Iterator[sqlite3.Connection]:
+        """A connection for reading (its own, so reads never wait for the writer)."""
+        conn = _connect(self.path)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    # ------------------------------------------------------------------ ingest
+
+    def add_points(self, points: Sequence[CounterPoint]) -> int:
+        """Add counter points in one transaction; returns how many changed a bucket."""
+        if not points:
+            return 0
+        changed = 0
+        with self._transaction() as conn:
+            for point in points:
+                amount = self._delta(conn, point)
+                if amount <= 0:
+                    continue
+                changed += 1
+                minute = point.time_ns // MINUTE_NS
+                if point.metric == CX_CONVERSIONS:
+                    conn.execute(
+                        _ADD_CONVERSIONS,
+                        (minute, point.service, point.segment, point.journey, point.step, amount),
+                    )
+                    continue
+                table = "page_loads" if point.metric == CX_PAGE_LOADS else "requests"
+                conn.execute(
+                    _ADD_COUNT[table],
+                    (
+                        minute,
+                        point.service,
+                        point.segment,
+                        point.journey,
+                        point.step,
+                        point.satisfaction,
+                        amount,
+                    ),
+                )
+        return changed
+
+    @staticmethod
+    def _delta(conn: sqlite3.Connection, point: CounterPoint) -> float:
+        """What this point adds: itself (delta), or its growth since the series' last point.
+
+        A cumulative series restarts (its process restarted, or the SDK reset it) when its
+        start time changes or its value goes down; the new value then counts in full.
+        A point older than the last one seen (a retry arriving late) adds nothing.
+        """
+        if not point.is_cumulative:
+            return point.value
+        row = conn.execute(
+            "SELECT start_ns, value, seen_ns FROM series WHERE key = ?", (point.series,)
+        ).fetchone()
+        if row is None:
+            amount = point.value
+        else:
+            start_ns, last, seen_ns = row
+            if point.start_ns == start_ns and point.time_ns < seen_ns:
+                return 0.0  # out of order: the newer point already counted this
+            reset = point.start_ns != start_ns or point.value < last
+            amount = point.value if reset else point.value - last
+        conn.execute(
+            "INSERT OR REPLACE INTO series (key, start_ns, value, seen_ns) VALUES (?, ?, ?, ?)",
+            (point.series, point.start_ns, point.value, point.time_ns),
+        )
+        return amount
+
+    def add_spans(self, samples: Sequence[SpanSample]) -> int:
+        """Add span samples (statistics, examples, step metadata) in one transaction."""
+        if not samples:
+            return 0
+        groups: set[tuple[str, str, str, str, str, str]] = set()
+        with self._transaction() as conn:
+            for s in samples:
+                minute = s.end_ns // MINUTE_NS
+                table = "page_load_stats" if s.source == BROWSER else "span_stats"
+                conn.execute(
+                    _ADD_SPAN[table],
+                    (
+                        minute,
+                        s.service,
+                        s.segment,
+                        s.journey,
+                        s.step,
+                        s.satisfaction,
+                        s.reason,
+                        int(s.is_error),
+                        s.duration_ms,
+                        s.duration_ms,
+                    ),
+                )
+                conn.execute(
+                    "INSERT INTO examples (end_ns, service, segment, journey, step, satisfaction,"
+                    " reason, trace_id, span_id, duration_ms, is_error, http_status, source)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        s.end_ns,
+                        s.service,
+                        s.segment,
+                        s.journey,
+                        s.step,
+                        s.satisfaction,
+                        s.reason,
+                        s.trace_id,
+                        s.span_id,
+                        s.duration_ms,
+                        int(s.is_error),
+                        s.http_status,
+                        s.source,
+                    ),
+                )
+                groups.add((s.source, s.segment, s.journey, s.step, s.satisfaction, s.reason))
+                if s.threshold_ms or s.step_index:
+                    self._note_step(conn, s)
+                if s.conversion_value is not None and s.source != BROWSER:
+                    conn.execute(
+                        _ADD_CONVERSION_VALUE,
+                        (
+                            minute,
+                            s.service,
+                            s.segment,
+                            s.journey,
+                            s.step,
+                            s.conversion_value,
+                            s.currency,
+                        ),
+                    )
+            for group in groups:
+                conn.execute(
+                    "DELETE FROM examples WHERE source = ? AND segment = ? AND journey = ?"
+                    " AND step = ? AND satisfaction = ? AND reason = ? AND id NOT IN ("
+                    " SELECT id FROM examples WHERE source = ? AND segment = ? AND journey = ?"
+                    " AND step = ? AND satisfaction = ? AND reason = ?"
+                    " ORDER BY end_ns DESC LIMIT ?)",
+                    (*group, *group, EXAMPLES_PER_GROUP),
+                )
+        return len(samples)
+
+    @staticmethod
+    def _note_step(conn: sqlite3.Connection, s: SpanSample) -> None:
+        server_t = 0 if s.source == BROWSER else s.threshold_ms
+        page_t = s.threshold_ms if s.source == BROWSER else 0
+        conn.execute(
+            "INSERT INTO steps (journey, step, step_index, threshold_ms, page_threshold_ms,"
+            " seen_ns) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (journey, step) DO UPDATE SET"
+            " step_index = CASE WHEN excluded.step_index > 0 THEN excluded.step_index"
+            " ELSE step_index END,"
+            " threshold_ms = CASE WHEN excluded.threshold_ms > 0 THEN excluded.threshold_ms"
+            " ELSE threshold_ms END,"
+            " page_threshold_ms = CASE WHEN excluded.page_threshold_ms > 0"
+            " THEN excluded.page_threshold_ms ELSE page_threshold_ms END,"
+            " seen_ns = max(seen_ns, excluded.seen_ns)",
+            (s.journey, s.step, s.step_index, server_t, page_t, s.end_ns),
+        )
+
+    # ------------------------------------------------------------------ retention
+
+    def prune(self, now_ns: int) -> int:
+        """Delete what is older than the retention; returns the rows deleted."""
+        cutoff_ns = now_ns - int(self.retention_s * 1e9)
+        cutoff_minute = cutoff_ns // MINUTE_NS
+        deleted = 0
+        with self._transaction() as conn:
+            for table in _BUCKET_TABLES:
+                deleted += conn.execute(
+                    f"DELETE FROM {table} WHERE minute < ?",  # noqa: S608 - fixed names
+                    (cutoff_minute,),
+                ).rowcount
+            deleted += conn.execute("DELETE FROM examples WHERE end_ns < ?", (cutoff_ns,)).rowcount
+            deleted += conn.execute("DELETE FROM series WHERE seen_ns < ?", (cutoff_ns,)).rowcount
+            deleted += conn.execute("DELETE FROM steps WHERE seen_ns < ?", (cutoff_ns,)).rowcount
+        return deleted
+
+    def table_rows(self) -> dict[str, int]:
+        """Row count per table (for /api/health)."""
+        with self.reader() as conn:
+            return {
+                table: int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608
+                for table in (*_BUCKET_TABLES, "examples", "series", "steps")
+            }

@@ -1,0 +1,158 @@
+"""The cockpit's page and JSON API over HTTP (stdlib ``http.server``, loopback by default).
+
+    GET /                       the page (``?window=15m``; ``&fragment=1``: only the views)
+    GET /static/<file>          the page's CSS and JS, from the package
+    GET /api/summary|grid|funnel|reasons|slowest|timeline?window=15m
+    GET /api/health             schema version, rows per table, payloads accepted/refused
+
+The page and the API call the same functions of ``queries``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from http.server import BaseHTTPRequestHandler
+from importlib import resources
+from typing import TYPE_CHECKING, Any, Callable, Final
+from urllib.parse import parse_qs, urlsplit
+
+from cxtrace._cockpit import queries
+from cxtrace._cockpit.page import render_content, render_page
+from cxtrace._cockpit.store import SCHEMA_VERSION
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from cxtrace._cockpit.app import Cockpit
+
+__all__ = ["page_handler", "views"]
+
+_log = logging.getLogger(__name__)
+
+_STATIC: Final = {"cockpit.css": "text/css", "cockpit.js": "text/javascript"}
+_VIEWS: Final[dict[str, Callable[[sqlite3.Connection, queries.Window], dict[str, Any]]]] = {
+    "summary": queries.summary,
+    "grid": queries.grid,
+    "funnel": queries.funnel,
+    "reasons": queries.reasons,
+    "slowest": queries.slowest,
+    "timeline": queries.timeline,
+}
+_SECURITY_HEADERS: Final = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+    (
+        "Content-Security-Policy",
+        "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:",
+    ),
+)
+_LOOPBACK_NAMES: Final = ("127.0.0.1", "localhost", "[::1]")
+
+
+def views(conn: sqlite3.Connection, w: queries.Window) -> dict[str, Any]:
+    """Every view for one window (what the page renders)."""
+    data: dict[str, Any] = {name: view(conn, w) for name, view in _VIEWS.items()}
+    data["window"] = w.label
+    return data
+
+
+def _static(name: str) -> bytes:
+    return resources.files("cxtrace._cockpit").joinpath("static").joinpath(name).read_bytes()
+
+
+def page_handler(cockpit: Cockpit) -> type[BaseHTTPRequestHandler]:
+    static = {name: (_static(name), kind) for name, kind in _STATIC.items()}
+    loopback = cockpit.host in ("127.0.0.1", "localhost", "::1")
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"
+        timeout = 30
+        server_version = "cxtrace-cockpit"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            # DNS rebinding: a page from another site must not read the cockpit through a
+            # name that resolves to 127.0.0.1.
+            host = self.headers.get("Host", "").rsplit(":", 1)[0]
+            if loopback and host not in _LOOPBACK_NAMES:
+                self._send(421, b"unknown host\n", "text/plain")
+                return
+            url = urlsplit(self.path)
+            query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+            try:
+                self._route(url.path, query)
+            except Exception:  # noqa: BLE001 - the page must keep serving whatever one request did
+                _log.exception("cockpit page failed on %s", url.path)
+                self._send(500, b"internal error; see the cockpit's log\n", "text/plain")
+
+        def _route(self, path: str, query: dict[str, str]) -> None:
+            if path.startswith("/static/") and path[8:] in static:
+                body, kind = static[path[8:]]
+                self._send(200, body, kind, cache=True)
+                return
+            if path == "/api/health":
+                self._json(200, self._health())
+                return
+            if path not in ("/", "/index.html") and not (
+                path.startswith("/api/") and path[5:] in _VIEWS
+            ):
+                self._send(404, b"not found\n", "text/plain")
+                return
+            try:
+                w = queries.window(query.get("window", queries.DEFAULT_WINDOW), time.time_ns())
+            except ValueError as exc:
+                if path.startswith("/api/"):
+                    self._json(400, {"error": str(exc)})
+                else:
+                    self._send(400, f"{exc}\n".encode(), "text/plain")
+                return
+            store = cockpit.store
+            with store.reader() as conn:
+                if path.startswith("/api/"):
+                    self._json(200, _VIEWS[path[5:]](conn, w))
+                    return
+                data = views(conn, w)
+                has_any = conn.execute("SELECT 1 FROM requests LIMIT 1").fetchone() is not None
+            render = render_content if query.get("fragment") else render_page
+            html = render(data, has_any_data=has_any, endpoint=cockpit.otlp_http_endpoint)
+            self._send(200, html.encode(), "text/html; charset=utf-8")
+
+        def _health(self) -> dict[str, Any]:
+            store = cockpit.store
+            ingest = cockpit.ingest
+            return {
+                "status": "ok",
+                "schema_version": SCHEMA_VERSION,
+                "db_path": store.path,
+                "retention_s": store.retention_s,
+                "rows": store.table_rows(),
+                "accepted": dict(ingest.accepted),
+                "rejected": dict(ingest.rejected),
+                "last_ingest": store.last_ingest_ns / 1e9 if store.last_ingest_ns else None,
+                "otlp_http_endpoint": cockpit.otlp_http_endpoint,
+                "otlp_grpc_endpoint": cockpit.otlp_grpc_endpoint,
+            }
+
+        def _json(self, status: int, payload: dict[str, Any]) -> None:
+            body = json.dumps(payload, separators=(",", ":")).encode()
+            self._send(status, body, "application/json")
+
+        def _send(self, status: int, body: bytes, kind: str, *, cache: bool = False) -> None:
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Cache-Control", "max-age=300" if cache else "no-store")
+                for name, value in _SECURITY_HEADERS:
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+            except OSError:
+                pass  # the browser went away
+
+    return Handler
