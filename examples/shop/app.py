@@ -3,8 +3,8 @@
     CXTRACE_JOURNEYS_FILE=examples/shop/journeys.toml python examples/shop/app.py --port 8000
     # or with zero code: cxtrace run -- python examples/shop/app.py --port 8000
 
-With ``SHOP_BACKEND_URL`` set, checkout asks the Django backend (examples/backend) for
-stock and for the cart's price, and purchases go through its payment endpoint, all over
+With ``SHOP_BACKEND_URL`` set, checkout asks the Django backend (examples/backend) to
+check stock and price the cart, and purchases go through its payment endpoint, both over
 ``requests``. ``cxtrace demo`` runs both, plus shoppers sending the ``X-Customer-Tier``
 header (free, pro, enterprise).
 
@@ -65,7 +65,6 @@ def checkout() -> Any:
         return jsonify(error="the cart is empty"), 409
     if not BACKEND:  # on its own, the shop quotes a flat price
         return jsonify(lines=lines, total=round(lines * 19.9, 2))
-    http.get(f"{BACKEND}/stock/{random.randint(1, 20)}/", timeout=10).raise_for_status()
     quote = http.post(f"{BACKEND}/pricing/", json={"lines": lines}, timeout=30)
     quote.raise_for_status()
     return jsonify(lines=lines, total=quote.json()["total"])

@@ -1,4 +1,4 @@
-"""Stock, pricing and payments: the shop's downstream service."""
+"""Pricing and payments: the shop's downstream service."""
 
 from __future__ import annotations
 
@@ -13,16 +13,12 @@ from django.http import HttpRequest, JsonResponse
 SECONDS_PER_LINE = 0.007
 
 
-async def stock(request: HttpRequest, product_id: int) -> JsonResponse:
-    await asyncio.sleep(random.uniform(0.002, 0.02))  # an async view: no thread hop
-    return JsonResponse({"product_id": product_id, "in_stock": random.randint(0, 40)})
-
-
 async def pricing(request: HttpRequest) -> JsonResponse:
+    """Check stock and price a cart; an async view, so waiting takes no thread."""
     if request.method != "POST":
         return JsonResponse({"error": "POST only"}, status=405)
     lines = int(json.loads(request.body or b"{}").get("lines", 1))
-    await asyncio.sleep(0.01 + lines * SECONDS_PER_LINE)
+    await asyncio.sleep(random.uniform(0.002, 0.02) + lines * SECONDS_PER_LINE)
     return JsonResponse({"lines": lines, "total": round(lines * 19.9, 2)})
 
 

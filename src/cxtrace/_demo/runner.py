@@ -151,7 +151,7 @@ def run(options: Options, out: TextIO = sys.stdout) -> int:
             else:
                 shutil.rmtree(workdir, ignore_errors=True)
     if shoppers is not None:
-        _say(out, f"  stopped: {shoppers.sent} requests sent, {shoppers.errors} errors\n")
+        _say(out, f"  stopped: {_tally(shoppers)}\n")
         if headlines:
             _say(out, "  the cockpit's headline:\n" + "".join(f"    {h}\n" for h in headlines))
     return 1 if failed else 0
@@ -205,14 +205,16 @@ def _watch(
         if now >= next_report:
             next_report += _PROGRESS_EVERY_S
             elapsed = int(now - started)
-            line = (
-                f"  {elapsed // 60:d}:{elapsed % 60:02d}  {shoppers.sent} requests sent, "
-                f"{shoppers.errors} errors"
-            )
+            line = f"  {elapsed // 60:d}:{elapsed % 60:02d}  {_tally(shoppers)}"
             _say(out, f"\r{line}\x1b[K" if live else f"{line}\n")
         time.sleep(max(0.0, min(0.5, end - now, next_report - now)))
     if live:
         _say(out, "\n")
+
+
+def _tally(shoppers: Shoppers) -> str:
+    errors = shoppers.errors
+    return f"{shoppers.sent} requests sent, {errors} error{'' if errors == 1 else 's'}"
 
 
 def _say(out: TextIO, text: str) -> None:
