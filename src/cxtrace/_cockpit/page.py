@@ -324,11 +324,17 @@ def _timeline(timeline: dict[str, Any]) -> str:
     def x(t: float) -> float:
         return float(left + (width - left - right) * (t + bucket / 2 - start) / span)
 
+    scores = [p["apdex"] for s in series for p in s["points"] if p["apdex"] is not None]
+    # Zoom in on the range the lines use, in steps of 0.1, never above 0.5.
+    floor = min(0.5, int(10 * min(scores, default=0.0)) / 10)
+
     def y(score: float) -> float:
-        return top + (height - top - bottom) * (1 - score)
+        return top + (height - top - bottom) * (1 - score) / (1 - floor)
 
     grid = []
-    for level in (0.0, 0.5, 0.7, 0.94, 1.0):
+    for level in sorted({floor, 0.5, 0.7, 0.94, 1.0}):
+        if level < floor:
+            continue
         grid.append(
             f'<line class="gl" x1="{left}" x2="{width - right}" y1="{y(level):.1f}" '
             f'y2="{y(level):.1f}"/><text class="ax" x="{left - 6}" y="{y(level) + 4:.1f}" '

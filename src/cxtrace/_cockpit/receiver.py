@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sqlite3
 import threading
 import zlib
@@ -271,6 +272,20 @@ def start_grpc(ingest: Ingest, host: str, port: int) -> tuple[Any, int]:
         ],
     )
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if port:
+        # grpcio reports a taken port on stderr from C++ and then returns 0; a plain bind
+        # first gives the one-line reason (the port cannot be taken in between: a
+        # listener holds it, or it was free a moment ago).
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            if os.name != "nt":
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                raise OSError(
+                    exc.errno, f"cannot listen on {address} for OTLP/gRPC: {exc.strerror}"
+                ) from exc
     try:
         bound = server.add_insecure_port(address)
     except RuntimeError as exc:  # grpcio >= 1.57 raises instead of returning 0
