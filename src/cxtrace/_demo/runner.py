@@ -63,7 +63,7 @@ def run(options: Options, out: TextIO = sys.stdout) -> int:
     cockpit: Any = None
     services: list[Service] = []
     shoppers: Optional[Shoppers] = None
-    headlines: list[str] = []
+    headlines: list[tuple[str, str, str]] = []
     previous = _stop_on_signals()
     try:
         cockpit = Cockpit(
@@ -125,7 +125,7 @@ def run(options: Options, out: TextIO = sys.stdout) -> int:
             "a minute.\n\n",
         )
         shoppers.start()
-        _watch(out, shoppers, services, options.duration_s)
+        _watch(out, shoppers, services, cockpit.page_url, options.duration_s)
     except KeyboardInterrupt:
         _say(out, "\n  stopping ...\n")
     except ServiceError as exc:
@@ -153,17 +153,20 @@ def run(options: Options, out: TextIO = sys.stdout) -> int:
     if shoppers is not None:
         _say(out, f"  stopped: {_tally(shoppers)}\n")
         if headlines:
-            _say(out, "  the cockpit's headline:\n" + "".join(f"    {h}\n" for h in headlines))
+            _say(out, "  the cockpit's headline:\n" + "".join(f"    {h[2]}\n" for h in headlines))
     return 1 if failed else 0
 
 
-def _headlines(page_url: str) -> list[str]:
-    """The headline of the cockpit's page (``/api/summary``); none if it cannot say."""
+def _headlines(page_url: str, timeout_s: float = 5.0) -> list[tuple[str, str, str]]:
+    """The cockpit's headline (``/api/summary``): (segment, step, text) of the worst slices.
+
+    Empty when the cockpit cannot say (yet): the demo's output is no place for a traceback.
+    """
     try:
-        summary = requests.get(urljoin(page_url, "api/summary"), timeout=5).json()
-        return [str(line["text"]) for line in summary["headlines"]]
+        summary = requests.get(urljoin(page_url, "api/summary"), timeout=timeout_s).json()
+        return [(str(h["segment"]), str(h["step"]), str(h["text"])) for h in summary["headlines"]]
     except (requests.RequestException, ValueError, LookupError, TypeError):
-        return []  # the demo's ending is no place for a traceback
+        return []
 
 
 def _receivers(cockpit: Any) -> str:
@@ -189,13 +192,22 @@ def _service_env(otlp_endpoint: str, examples: Path) -> dict[str, str]:
 
 
 def _watch(
-    out: TextIO, shoppers: Shoppers, services: list[Service], duration_s: Optional[float]
+    out: TextIO,
+    shoppers: Shoppers,
+    services: list[Service],
+    page_url: str,
+    duration_s: Optional[float],
 ) -> None:
-    """Print progress every few seconds until the duration is over; a dead service raises."""
+    """Print progress every few seconds until the duration is over; a dead service raises.
+
+    When the cockpit's headline names a new worst slice, that gets a line of its own: the
+    terminal then says when the story is on the page.
+    """
     started = time.monotonic()
     end = started + duration_s if duration_s else float("inf")
     next_report = started + _PROGRESS_EVERY_S
     live = out.isatty()
+    worst: tuple[str, ...] = ()
     while True:
         now = time.monotonic()
         if now >= end:
@@ -205,11 +217,23 @@ def _watch(
         if now >= next_report:
             next_report += _PROGRESS_EVERY_S
             elapsed = int(now - started)
-            line = f"  {elapsed // 60:d}:{elapsed % 60:02d}  {_tally(shoppers)}"
-            _say(out, f"\r{line}\x1b[K" if live else f"{line}\n")
+            clock = f"  {elapsed // 60:d}:{elapsed % 60:02d}  "
+            headlines = _headlines(page_url, timeout_s=2.0)
+            if headlines and headlines[0][:2] != worst:
+                worst = headlines[0][:2]
+                _status(out, f"{clock}the cockpit says: {headlines[0][2]}", live=live, keep=True)
+            _status(out, f"{clock}{_tally(shoppers)}", live=live, keep=False)
         time.sleep(max(0.0, min(0.5, end - now, next_report - now)))
     if live:
         _say(out, "\n")
+
+
+def _status(out: TextIO, line: str, *, live: bool, keep: bool) -> None:
+    """A line of progress; on a terminal the next one overwrites it unless ``keep``."""
+    if live:
+        _say(out, f"\r{line}\x1b[K" + ("\n" if keep else ""))
+    else:
+        _say(out, f"{line}\n")
 
 
 def _tally(shoppers: Shoppers) -> str:
