@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import queue
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -163,7 +164,7 @@ def test_the_cockpit_shows_enterprise_checkout_as_the_worst_slice_and_ctrl_c_sto
         others = [
             s for key, (s, n) in shares.items() if key != ("enterprise", "checkout") and n >= 20
         ]
-        if count < 15 or worst < 0.15 or worst < 2 * max(others):
+        if count < 10 or worst < 0.15 or worst < 2 * max(others):
             return None
         return {"summary": summary, "shares": shares}
 
@@ -213,6 +214,24 @@ def test_sigterm_stops_the_demo_and_every_process_it_started(demo: Callable[...,
     assert not [pid for pid in run.pids if alive(pid)]
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{run.shop}/products", timeout=5)
+
+
+def test_a_service_that_dies_stops_the_demo_with_its_log_and_nothing_left(
+    demo: Callable[..., Demo],
+) -> None:
+    run = demo("--rate", "5")
+    shop, backend = run.pids
+
+    os.kill(shop, signal.SIGKILL)
+
+    assert run.proc.wait(timeout=20) == 1
+    err = run.log.read_text()
+    assert "cxtrace demo: error: the shop stopped (killed by signal 9)" in err
+    assert "shop.log" in err
+    assert not alive(backend)
+    kept = Path(run.expect(r"logs kept in (\S+)").group(1))
+    assert (kept / "shop.log").is_file()
+    shutil.rmtree(kept)
 
 
 def test_missing_packages_exit_2_naming_them_and_the_pip_command(

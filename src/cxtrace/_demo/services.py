@@ -95,7 +95,8 @@ class Service:
         """ServiceError if the app has exited (it should run until stopped)."""
         if self._proc is not None and self._proc.poll() is not None:
             code = self._proc.returncode
-            raise ServiceError(f"the {self.name} stopped (exit status {code}); {self.tail()}")
+            how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+            raise ServiceError(f"the {self.name} stopped ({how}); {self.tail()}")
 
     def stop(self, timeout_s: float = 8.0) -> None:
         """SIGTERM to the app's process group (it flushes its telemetry), SIGKILL if need be."""
