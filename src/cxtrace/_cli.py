@@ -296,16 +296,21 @@ def _add_demo(commands: Any) -> None:
         "--otlp-http-port",
         type=_port,
         default=0,
+        metavar="PORT",
         help="the cockpit's OTLP/HTTP receiver (default 0: a free port, told to the services)",
     )
     demo.add_argument(
         "--otlp-grpc-port",
         type=_port,
         default=0,
+        metavar="PORT",
         help="the cockpit's OTLP/gRPC receiver (default 0: a free port)",
     )
     demo.add_argument(
-        "--db", type=Path, help="keep the cockpit's data in this SQLite file (default: temporary)"
+        "--db",
+        type=Path,
+        metavar="FILE",
+        help="keep the cockpit's data in this SQLite file (default: temporary)",
     )
     demo.add_argument(
         "--duration",
@@ -314,7 +319,11 @@ def _add_demo(commands: Any) -> None:
         help="stop after this many seconds (default: run until Ctrl-C)",
     )
     demo.add_argument(
-        "--rate", type=_positive, default=20.0, help="requests per second, all segments (20)"
+        "--rate",
+        type=_positive,
+        default=20.0,
+        metavar="N",
+        help="requests per second, all segments (20)",
     )
     demo.set_defaults(func=_demo)
 
