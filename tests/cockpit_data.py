@@ -30,7 +30,7 @@ from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 MINUTE_NS = 60 * 10**9
-SEGMENTS = {"free": 40, "pro": 24, "enterprise": 14}  # shoppers starting a journey per minute
+SEGMENTS = {"free": 40, "pro": 24, "enterprise": 20}  # shoppers starting a journey per minute
 # (step, index, T in ms, share of shoppers who reach it)
 STEPS = (
     ("browse", 1, 500, 1.0),
@@ -93,7 +93,7 @@ class Sent:
 def _mix(segment: str, step: str, minutes_ago: int) -> tuple[float, float, float]:
     """(satisfied, tolerating, frustrated) shares for one slice and minute."""
     if segment == "enterprise" and step == "checkout" and minutes_ago < 30:
-        return (0.5, 0.18, 0.32)
+        return (0.35, 0.2, 0.45)
     if segment == "pro" and step == "add_to_cart":
         return (0.86, 0.05, 0.09)
     if step == "browse":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import os
 import signal
 import socket
@@ -335,8 +336,11 @@ def metrics_payload(
     segment: str = "pro",
     cumulative: bool = True,
     instance: str = "a",
+    metric: str = "cx.requests",
+    satisfaction: str = "satisfied",
 ) -> bytes:
-    """cx.requests points (value, start_ns, time_ns) of one series, satisfied, checkout."""
+    """Counter points (value, start_ns, time_ns) of one series (default: cx.requests,
+    satisfied, checkout)."""
     temporality = (
         metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE
         if cumulative
@@ -344,7 +348,7 @@ def metrics_payload(
     )
     data = [
         metrics_pb2.NumberDataPoint(
-            attributes=[attribute(k, v) for k, v in cx("satisfied", segment).items()],
+            attributes=[attribute(k, v) for k, v in cx(satisfaction, segment).items()],
             start_time_unix_nano=start,
             time_unix_nano=end,
             as_double=value,
@@ -364,7 +368,7 @@ def metrics_payload(
                     metrics_pb2.ScopeMetrics(
                         metrics=[
                             metrics_pb2.Metric(
-                                name="cx.requests",
+                                name=metric,
                                 sum=metrics_pb2.Sum(
                                     data_points=data,
                                     aggregation_temporality=temporality,
@@ -435,10 +439,55 @@ def test_cumulative_resets_late_points_and_restarts_of_the_cockpit(tmp_path: Pat
         assert total(cockpit) == 22 + 5
 
 
+def test_browser_page_loads_show_beside_server_requests(cockpit: Cockpit) -> None:
+    now = time.time_ns()
+    endpoint = cockpit.otlp_http_endpoint
+    window = (now - MINUTE_NS, now)
+    for metric, satisfaction, n in (
+        ("cx.requests", "satisfied", 8),
+        ("cx.page_loads", "satisfied", 3),
+        ("cx.page_loads", "frustrated", 1),
+    ):
+        payload = metrics_payload(
+            [(n, *window)], cumulative=False, metric=metric, satisfaction=satisfaction
+        )
+        assert post(endpoint, payload) == 200
+    provider = TracerProvider(resource=Resource.create({"service.name": "shop"}))
+    provider.add_span_processor(SimpleSpanProcessor(span_exporter("http/protobuf", cockpit)))
+    span = provider.get_tracer("rum").start_span(
+        "browser.page_load",
+        attributes={
+            **cx("frustrated", "pro"),
+            "cx.frustration.reason": "slow",
+            "cx.apdex.threshold_ms": 2500,
+        },
+        start_time=now,
+    )
+    span.end(end_time=now + 12_000_000_000)
+    provider.shutdown()
+
+    checkout = cell(api(cockpit, "grid"), "pro", "checkout")
+    assert checkout["total"] == 8  # the server's view is unchanged...
+    browser = checkout["browser"]  # ...and the browser's sits beside it
+    assert (browser["satisfied"], browser["frustrated"], browser["apdex"]) == (3, 1, 0.75)
+    summary = api(cockpit, "summary")
+    assert (summary["requests"]["total"], summary["browser"]["total"]) == (8, 4)
+    assert api(cockpit, "reasons")["rows"] == []  # page loads are not server requests
+    with cockpit.store.reader() as conn:
+        assert conn.execute("SELECT spans, max_ms FROM page_load_stats").fetchall() == [
+            (1, 12000.0)
+        ]
+        page_t = conn.execute("SELECT page_threshold_ms FROM steps").fetchall()
+    assert page_t == [(2500,)]
+
+
 # ---------------------------------------------------------------------- hostile payloads
 
 
-def test_hostile_http_payloads_are_refused_and_stored_data_survives(cockpit: Cockpit) -> None:
+def test_hostile_http_payloads_are_refused_and_stored_data_survives(
+    cockpit: Cockpit, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="cxtrace._cockpit")
     endpoint = cockpit.otlp_http_endpoint
     now = time.time_ns()
     good = metrics_payload([(5, now - MINUTE_NS, now)], cumulative=False)
@@ -471,6 +520,12 @@ def test_hostile_http_payloads_are_refused_and_stored_data_survives(cockpit: Coc
     rejected = api(cockpit, "health")["rejected"]
     assert sum(rejected.values()) == 7
     assert rejected["Content-Type must be application/x-protobuf"] == 1
+    # Logged once per cause: a second JSON payload adds a count, not a warning.
+    warnings = len(caplog.records)
+    assert warnings == len(rejected) == 6  # truncated and garbage share a cause
+    assert post(endpoint, b"{}", content_type="application/json") == 415
+    assert len(caplog.records) == warnings
+    assert api(cockpit, "health")["rejected"]["Content-Type must be application/x-protobuf"] == 2
 
 
 @pytest.mark.skipif(not GRPC_AVAILABLE, reason="grpcio not installed")
@@ -489,6 +544,9 @@ def test_garbage_grpc_gets_invalid_argument_and_stored_data_survives(cockpit: Co
             with pytest.raises(grpc.RpcError) as caught:
                 export(garbage, timeout=10)
             assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.RpcError) as caught:
+            export(b"\x0a" + b"\0" * (21 * 1024 * 1024), timeout=20)  # over 20 MB
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         traces = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
         with pytest.raises(grpc.RpcError) as caught:
             traces(b"\xff\xff\xff", timeout=10)
@@ -624,8 +682,11 @@ def test_a_version_1_database_is_upgraded_without_losing_rows(tmp_path: Path) ->
                 ("server", "ab")
             ]
             assert reader.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        summary = api(cockpit, "summary")
-        assert summary["requests"]["total"] == 41
+            # The hourly rollup (version 3) was filled from the minutes already stored.
+            hourly = reader.execute("SELECT sum(count) FROM requests_hourly").fetchone()[0]
+            assert hourly == 41
+        for window in ("15m", "24h", "7d"):
+            assert api(cockpit, "summary", window)["requests"]["total"] == 41
 
 
 def test_a_database_from_a_newer_cockpit_or_another_program_is_refused(tmp_path: Path) -> None:
@@ -687,9 +748,9 @@ def test_prune_drops_what_is_older_than_the_retention(tmp_path: Path) -> None:
     deleted = store.prune(now)
     rows = store.table_rows()
     store.close()
-    assert deleted == 4  # the old request bucket, span bucket, example and series
-    assert rows["requests"] == 1
-    assert rows["span_stats"] == 1
+    assert deleted == 6  # the old request and span buckets (minute + hour), example, series
+    assert rows["requests"] == rows["requests_hourly"] == 1
+    assert rows["span_stats"] == rows["span_stats_hourly"] == 1
     assert rows["examples"] == 1
     assert rows["series"] == 1
     assert rows["steps"] == 1  # seen recently too

@@ -161,8 +161,8 @@ def _grid(grid: dict[str, Any]) -> str:
         body.append(f'<tr><th class="segment">{_e(segment)}</th>{"".join(cells)}</tr>')
     legend = (
         '<p class="legend"><span class="v-satisfied">satisfied</span> Apdex ≥ 0.94 '
-        '<span class="v-tolerating">tolerating</span> 0.70-0.94 '
-        '<span class="v-frustrated">frustrated</span> below 0.70 · hover a cell for its numbers'
+        '<span class="v-tolerating">tolerating</span> 0.85-0.94 '
+        '<span class="v-frustrated">frustrated</span> below 0.85 · hover a cell for its numbers'
         "</p>"
     )
     return (
@@ -325,14 +325,14 @@ def _timeline(timeline: dict[str, Any]) -> str:
         return float(left + (width - left - right) * (t + bucket / 2 - start) / span)
 
     scores = [p["apdex"] for s in series for p in s["points"] if p["apdex"] is not None]
-    # Zoom in on the range the lines use, in steps of 0.1, never above 0.5.
-    floor = min(0.5, int(10 * min(scores, default=0.0)) / 10)
+    # Zoom in on the range the lines use, in steps of 0.1, from 0.8 down.
+    floor = min(0.8, int(10 * min(scores, default=0.0)) / 10)
 
     def y(score: float) -> float:
         return top + (height - top - bottom) * (1 - score) / (1 - floor)
 
     grid = []
-    for level in sorted({floor, 0.5, 0.7, 0.94, 1.0}):
+    for level in sorted({floor, 0.5, 0.85, 0.94, 1.0}):
         if level < floor:
             continue
         grid.append(

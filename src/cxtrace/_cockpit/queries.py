@@ -12,7 +12,7 @@ from collections import defaultdict
 from typing import Any, Final, NamedTuple, Optional
 
 from cxtrace._cockpit.decode import SATISFACTIONS
-from cxtrace._cockpit.store import MINUTE_NS
+from cxtrace._cockpit.store import HOURLY, MINUTE_NS
 
 __all__ = [
     "WINDOWS",
@@ -33,7 +33,7 @@ WINDOWS: Final = {
     "15m": (15, 1),
     "1h": (60, 1),
     "6h": (360, 10),
-    "24h": (1440, 30),
+    "24h": (1440, 60),
     "7d": (10080, 180),
 }
 DEFAULT_WINDOW: Final = "15m"
@@ -43,6 +43,8 @@ _UNIT_MINUTES: Final = {"m": 1, "h": 60, "d": 1440}
 HEADLINE_MIN_REQUESTS: Final = 5
 # Apdex at or above this is "satisfied" in the page's words (the classic "excellent").
 GOOD_APDEX: Final = 0.94
+# Below this a slice is "frustrated" in the page's words (the usual alerting line).
+FAIR_APDEX: Final = 0.85
 EXAMPLES_SHOWN: Final = 3
 
 Key = tuple[str, str, str]  # (segment, journey, step)
@@ -78,8 +80,29 @@ def window(label: str, now_ns: int) -> Window:
         if minutes > 366 * 1440:
             raise ValueError(f"window={label!r}: at most a year")
         bucket = max(1, minutes // 60)
+        if minutes >= 1440:  # whole hours: the hourly rollups can answer
+            bucket = -(-bucket // 60) * 60
     last = now_ns // MINUTE_NS
     return Window(label, last - minutes + 1, last, bucket)
+
+
+def _source(table: str, w: Window) -> tuple[str, tuple[int, ...]]:
+    """A subquery over ``table``'s rows in the window, and its parameters.
+
+    When the timeline counts whole hours, the full hours inside the window come from the
+    hourly rollup and only the partial hours at its edges from the minute buckets.
+    """
+    first, last = w.first_minute, w.last_minute
+    hour_first = -(-first // 60) * 60  # the first hour starting inside the window
+    hour_last = (last + 1) // 60 * 60 - 60  # the last hour ending inside it
+    if w.bucket_minutes % 60 or hour_first > hour_last:
+        return f"(SELECT * FROM {table} WHERE minute BETWEEN ? AND ?)", (first, last)  # noqa: S608
+    sql = (
+        f"(SELECT * FROM {table} WHERE minute BETWEEN ? AND ?"  # noqa: S608
+        f" UNION ALL SELECT * FROM {table}{HOURLY} WHERE minute BETWEEN ? AND ?"
+        f" UNION ALL SELECT * FROM {table} WHERE minute BETWEEN ? AND ?)"
+    )
+    return sql, (first, hour_first - 1, hour_first, hour_last, hour_last + 60, last)
 
 
 def apdex(satisfied: float, tolerating: float, total: float) -> Optional[float]:
@@ -107,16 +130,17 @@ def verdict(score: Optional[float]) -> str:
         return "no data"
     if score >= GOOD_APDEX:
         return "satisfied"
-    if score >= 0.7:
+    if score >= FAIR_APDEX:
         return "tolerating"
     return "frustrated"
 
 
 def _slices(conn: sqlite3.Connection, w: Window, table: str) -> dict[Key, dict[str, float]]:
+    source, params = _source(table, w)
     rows = conn.execute(
-        f"SELECT segment, journey, step, satisfaction, sum(count) FROM {table}"  # noqa: S608
-        " WHERE minute BETWEEN ? AND ? GROUP BY segment, journey, step, satisfaction",
-        (w.first_minute, w.last_minute),
+        f"SELECT segment, journey, step, satisfaction, sum(count) FROM {source}"  # noqa: S608
+        " GROUP BY segment, journey, step, satisfaction",
+        params,
     )
     slices: dict[Key, dict[str, float]] = defaultdict(lambda: dict.fromkeys(SATISFACTIONS, 0.0))
     for segment, journey, step, satisfaction, count in rows:
@@ -254,10 +278,11 @@ def funnel(conn: sqlite3.Connection, w: Window) -> dict[str, Any]:
     server = _slices(conn, w, "requests")
     steps = _steps(conn)
     conversions: dict[Key, tuple[float, float, str]] = {}
+    source, params = _source("conversions", w)
     for segment, journey, step, count, value, currency in conn.execute(
-        "SELECT segment, journey, step, sum(count), sum(value), max(currency) FROM conversions"
-        " WHERE minute BETWEEN ? AND ? GROUP BY segment, journey, step",
-        (w.first_minute, w.last_minute),
+        "SELECT segment, journey, step, sum(count), sum(value), max(currency)"  # noqa: S608
+        f" FROM {source} GROUP BY segment, journey, step",
+        params,
     ):
         conversions[(segment, journey, step)] = (count, value, currency)
     journeys: dict[str, set[str]] = defaultdict(set)
@@ -308,12 +333,13 @@ def funnel(conn: sqlite3.Connection, w: Window) -> dict[str, Any]:
 
 
 def _span_groups(conn: sqlite3.Connection, w: Window, table: str) -> list[tuple[Any, ...]]:
+    source, params = _source(table, w)
     return list(
         conn.execute(
-            f"SELECT segment, journey, step, satisfaction, reason, sum(spans), sum(errors),"  # noqa: S608
-            f" sum(total_ms), max(max_ms) FROM {table} WHERE minute BETWEEN ? AND ?"
+            "SELECT segment, journey, step, satisfaction, reason, sum(spans), sum(errors),"  # noqa: S608
+            f" sum(total_ms), max(max_ms) FROM {source}"
             " GROUP BY segment, journey, step, satisfaction, reason",
-            (w.first_minute, w.last_minute),
+            params,
         )
     )
 
@@ -417,10 +443,11 @@ def timeline(conn: sqlite3.Connection, w: Window) -> dict[str, Any]:
     series: dict[str, dict[int, dict[str, float]]] = defaultdict(
         lambda: defaultdict(lambda: dict.fromkeys(SATISFACTIONS, 0.0))
     )
+    source, params = _source("requests", w)
     for segment, slot, satisfaction, count in conn.execute(
-        "SELECT segment, (minute - ?) / ?, satisfaction, sum(count) FROM requests"
-        " WHERE minute BETWEEN ? AND ? GROUP BY segment, 2, satisfaction",
-        (first, bucket, first, w.last_minute),
+        f"SELECT segment, (minute - ?) / ?, satisfaction, sum(count) FROM {source}"  # noqa: S608
+        " GROUP BY segment, 2, satisfaction",
+        (first, bucket, *params),
     ):
         if satisfaction in SATISFACTIONS:
             series[segment][int(slot)][satisfaction] += count

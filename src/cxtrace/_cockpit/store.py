@@ -14,6 +14,7 @@ thousand rows, and every page reads only buckets.
                  satisfaction, reason): trace id, duration, status
     steps        (journey, step) -> position in the journey, Apdex T (server and browser)
     series       cumulative series -> start time, last value, last seen
+    *_hourly     each bucket table again, per hour, for windows of a day and more
 
 Every ingest runs in one transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``): a process killed
 mid-write loses at most the request in flight. WAL mode lets the page read while the
@@ -37,7 +38,7 @@ from typing import Final, Union
 
 from cxtrace._cockpit.decode import BROWSER, CX_CONVERSIONS, CX_PAGE_LOADS, CounterPoint, SpanSample
 
-__all__ = ["SCHEMA_VERSION", "SchemaError", "Store", "StoreClosedError"]
+__all__ = ["HOURLY", "SCHEMA_VERSION", "SchemaError", "Store", "StoreClosedError"]
 
 _log = logging.getLogger(__name__)
 
@@ -111,17 +112,75 @@ _MIGRATIONS: Final[tuple[str, ...]] = (
         ON examples (source, segment, journey, step, satisfaction, reason, end_ns);
     ALTER TABLE steps ADD COLUMN page_threshold_ms INTEGER NOT NULL DEFAULT 0;
     """,
+    # 3: hourly rollups beside the minute buckets, so a 7-day window reads 60x fewer rows;
+    # filled from the minute rows already stored.
+    """
+    CREATE TABLE requests_hourly (
+        minute INTEGER NOT NULL, service TEXT NOT NULL, segment TEXT NOT NULL,
+        journey TEXT NOT NULL, step TEXT NOT NULL, satisfaction TEXT NOT NULL,
+        count REAL NOT NULL,
+        PRIMARY KEY (minute, service, segment, journey, step, satisfaction)
+    ) WITHOUT ROWID;
+    INSERT INTO requests_hourly
+        SELECT minute - minute % 60, service, segment, journey, step, satisfaction, sum(count)
+        FROM requests GROUP BY 1, 2, 3, 4, 5, 6;
+    CREATE TABLE page_loads_hourly (
+        minute INTEGER NOT NULL, service TEXT NOT NULL, segment TEXT NOT NULL,
+        journey TEXT NOT NULL, step TEXT NOT NULL, satisfaction TEXT NOT NULL,
+        count REAL NOT NULL,
+        PRIMARY KEY (minute, service, segment, journey, step, satisfaction)
+    ) WITHOUT ROWID;
+    INSERT INTO page_loads_hourly
+        SELECT minute - minute % 60, service, segment, journey, step, satisfaction, sum(count)
+        FROM page_loads GROUP BY 1, 2, 3, 4, 5, 6;
+    CREATE TABLE conversions_hourly (
+        minute INTEGER NOT NULL, service TEXT NOT NULL, segment TEXT NOT NULL,
+        journey TEXT NOT NULL, step TEXT NOT NULL,
+        count REAL NOT NULL DEFAULT 0, value REAL NOT NULL DEFAULT 0,
+        currency TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (minute, service, segment, journey, step)
+    ) WITHOUT ROWID;
+    INSERT INTO conversions_hourly
+        SELECT minute - minute % 60, service, segment, journey, step, sum(count), sum(value),
+            max(currency)
+        FROM conversions GROUP BY 1, 2, 3, 4, 5;
+    CREATE TABLE span_stats_hourly (
+        minute INTEGER NOT NULL, service TEXT NOT NULL, segment TEXT NOT NULL,
+        journey TEXT NOT NULL, step TEXT NOT NULL, satisfaction TEXT NOT NULL,
+        reason TEXT NOT NULL, spans INTEGER NOT NULL, errors INTEGER NOT NULL,
+        total_ms REAL NOT NULL, max_ms REAL NOT NULL,
+        PRIMARY KEY (minute, service, segment, journey, step, satisfaction, reason)
+    ) WITHOUT ROWID;
+    INSERT INTO span_stats_hourly
+        SELECT minute - minute % 60, service, segment, journey, step, satisfaction, reason,
+            sum(spans), sum(errors), sum(total_ms), max(max_ms)
+        FROM span_stats GROUP BY 1, 2, 3, 4, 5, 6, 7;
+    CREATE TABLE page_load_stats_hourly (
+        minute INTEGER NOT NULL, service TEXT NOT NULL, segment TEXT NOT NULL,
+        journey TEXT NOT NULL, step TEXT NOT NULL, satisfaction TEXT NOT NULL,
+        reason TEXT NOT NULL, spans INTEGER NOT NULL, errors INTEGER NOT NULL,
+        total_ms REAL NOT NULL, max_ms REAL NOT NULL,
+        PRIMARY KEY (minute, service, segment, journey, step, satisfaction, reason)
+    ) WITHOUT ROWID;
+    INSERT INTO page_load_stats_hourly
+        SELECT minute - minute % 60, service, segment, journey, step, satisfaction, reason,
+            sum(spans), sum(errors), sum(total_ms), max(max_ms)
+        FROM page_load_stats GROUP BY 1, 2, 3, 4, 5, 6, 7;
+    """,
 )
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 
 _BUCKET_TABLES: Final = ("requests", "page_loads", "conversions", "span_stats", "page_load_stats")
+# Every bucket table has an ``_hourly`` twin: same columns, ``minute`` the hour's first.
+HOURLY: Final = "_hourly"
+_ALL_BUCKET_TABLES: Final = tuple(t + suffix for t in _BUCKET_TABLES for suffix in ("", HOURLY))
 
 
 _COUNT_KEY: Final = "minute, service, segment, journey, step, satisfaction"
 _ADD_COUNT: Final = {
     table: f"INSERT INTO {table} ({_COUNT_KEY}, count) VALUES (?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
     f" ON CONFLICT ({_COUNT_KEY}) DO UPDATE SET count = count + excluded.count"
-    for table in ("requests", "page_loads")
+    for table in ("requests", "page_loads", "requests_hourly", "page_loads_hourly")
 }
 _SPAN_KEY: Final = "minute, service, segment, journey, step, satisfaction, reason"
 _ADD_SPAN: Final = {
@@ -129,19 +188,21 @@ _ADD_SPAN: Final = {
     f" VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?) ON CONFLICT ({_SPAN_KEY}) DO UPDATE"
     " SET spans = spans + 1, errors = errors + excluded.errors,"
     " total_ms = total_ms + excluded.total_ms, max_ms = max(max_ms, excluded.max_ms)"
-    for table in ("span_stats", "page_load_stats")
+    for table in ("span_stats", "page_load_stats", "span_stats_hourly", "page_load_stats_hourly")
 }
 _CONVERSION_KEY: Final = "minute, service, segment, journey, step"
-_ADD_CONVERSIONS: Final = (
-    f"INSERT INTO conversions ({_CONVERSION_KEY}, count) VALUES (?, ?, ?, ?, ?, ?)"  # noqa: S608
+_ADD_CONVERSIONS: Final = {
+    table: f"INSERT INTO {table} ({_CONVERSION_KEY}, count) VALUES (?, ?, ?, ?, ?, ?)"  # noqa: S608
     f" ON CONFLICT ({_CONVERSION_KEY}) DO UPDATE SET count = count + excluded.count"
-)
-_ADD_CONVERSION_VALUE: Final = (
-    f"INSERT INTO conversions ({_CONVERSION_KEY}, value, currency)"  # noqa: S608
+    for table in ("conversions", "conversions_hourly")
+}
+_ADD_CONVERSION_VALUE: Final = {
+    table: f"INSERT INTO {table} ({_CONVERSION_KEY}, value, currency)"  # noqa: S608
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
     f" ON CONFLICT ({_CONVERSION_KEY}) DO UPDATE SET value = value + excluded.value,"
     " currency = CASE WHEN excluded.currency = '' THEN currency ELSE excluded.currency END"
-)
+    for table in ("conversions", "conversions_hourly")
+}
 
 
 class SchemaError(Exception):
@@ -264,25 +325,13 @@ class Store:
                     continue
                 changed += 1
                 minute = point.time_ns // MINUTE_NS
-                if point.metric == CX_CONVERSIONS:
-                    conn.execute(
-                        _ADD_CONVERSIONS,
-                        (minute, point.service, point.segment, point.journey, point.step, amount),
-                    )
-                    continue
-                table = "page_loads" if point.metric == CX_PAGE_LOADS else "requests"
-                conn.execute(
-                    _ADD_COUNT[table],
-                    (
-                        minute,
-                        point.service,
-                        point.segment,
-                        point.journey,
-                        point.step,
-                        point.satisfaction,
-                        amount,
-                    ),
-                )
+                key = (point.service, point.segment, point.journey, point.step)
+                for at, suffix in ((minute, ""), (minute - minute % 60, HOURLY)):
+                    if point.metric == CX_CONVERSIONS:
+                        conn.execute(_ADD_CONVERSIONS["conversions" + suffix], (at, *key, amount))
+                        continue
+                    table = "page_loads" if point.metric == CX_PAGE_LOADS else "requests"
+                    conn.execute(_ADD_COUNT[table + suffix], (at, *key, point.satisfaction, amount))
         return changed
 
     @staticmethod
@@ -321,21 +370,18 @@ class Store:
             for s in samples:
                 minute = s.end_ns // MINUTE_NS
                 table = "page_load_stats" if s.source == BROWSER else "span_stats"
-                conn.execute(
-                    _ADD_SPAN[table],
-                    (
-                        minute,
-                        s.service,
-                        s.segment,
-                        s.journey,
-                        s.step,
-                        s.satisfaction,
-                        s.reason,
-                        int(s.is_error),
-                        s.duration_ms,
-                        s.duration_ms,
-                    ),
-                )
+                key = (s.service, s.segment, s.journey, s.step)
+                error = int(s.is_error)
+                for at, suffix in ((minute, ""), (minute - minute % 60, HOURLY)):
+                    conn.execute(
+                        _ADD_SPAN[table + suffix],
+                        (at, *key, s.satisfaction, s.reason, error, s.duration_ms, s.duration_ms),
+                    )
+                    if s.conversion_value is not None and s.source != BROWSER:
+                        conn.execute(
+                            _ADD_CONVERSION_VALUE["conversions" + suffix],
+                            (at, *key, s.conversion_value, s.currency),
+                        )
                 conn.execute(
                     "INSERT INTO examples (end_ns, service, segment, journey, step, satisfaction,"
                     " reason, trace_id, span_id, duration_ms, is_error, http_status, source)"
@@ -359,19 +405,6 @@ class Store:
                 groups.add((s.source, s.segment, s.journey, s.step, s.satisfaction, s.reason))
                 if s.threshold_ms or s.step_index:
                     self._note_step(conn, s)
-                if s.conversion_value is not None and s.source != BROWSER:
-                    conn.execute(
-                        _ADD_CONVERSION_VALUE,
-                        (
-                            minute,
-                            s.service,
-                            s.segment,
-                            s.journey,
-                            s.step,
-                            s.conversion_value,
-                            s.currency,
-                        ),
-                    )
             for group in groups:
                 conn.execute(
                     "DELETE FROM examples WHERE source = ? AND segment = ? AND journey = ?"
@@ -413,6 +446,11 @@ class Store:
                     f"DELETE FROM {table} WHERE minute < ?",  # noqa: S608 - fixed names
                     (cutoff_minute,),
                 ).rowcount
+                # An hour partly inside the retention stays until all of it is out.
+                deleted += conn.execute(
+                    f"DELETE FROM {table}{HOURLY} WHERE minute < ?",  # noqa: S608
+                    (cutoff_minute - cutoff_minute % 60,),
+                ).rowcount
             deleted += conn.execute("DELETE FROM examples WHERE end_ns < ?", (cutoff_ns,)).rowcount
             deleted += conn.execute("DELETE FROM series WHERE seen_ns < ?", (cutoff_ns,)).rowcount
             deleted += conn.execute("DELETE FROM steps WHERE seen_ns < ?", (cutoff_ns,)).rowcount
@@ -423,5 +461,5 @@ class Store:
         with self.reader() as conn:
             return {
                 table: int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608
-                for table in (*_BUCKET_TABLES, "examples", "series", "steps")
+                for table in (*_ALL_BUCKET_TABLES, "examples", "series", "steps")
             }
