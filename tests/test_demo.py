@@ -169,7 +169,7 @@ def test_the_cockpit_shows_enterprise_checkout_as_the_worst_slice_and_ctrl_c_sto
         return {"summary": summary, "shares": shares}
 
     seen = wait_until(
-        story, timeout=30, what=lambda: f"enterprise checkout to be the worst slice; saw {last}"
+        story, timeout=45, what=lambda: f"enterprise checkout to be the worst slice; saw {last}"
     )
     shares = seen["shares"]
     assert {segment for segment, _ in shares} == {"free", "pro", "enterprise"}
