@@ -24,6 +24,7 @@ TEST_DEPS = [
     "gunicorn>=21",  # tests/test_run.py: pre-fork workers under `cxtrace run`
     "hypothesis>=6.80",
     "playwright>=1.40",  # drives Debian's chromium (tests/browser.py); no browser download
+    "pyyaml>=6",  # tests/test_deploy_kit.py reads the docs/deploy/ YAML files
     # tests/test_coexistence.py: next to OpenTelemetry's own instrumentations
     "opentelemetry-instrumentation-requests",
     "opentelemetry-instrumentation-flask",

@@ -20,8 +20,8 @@ import pytest
 from werkzeug.serving import make_server
 
 import cxtrace
-from cxtrace._guard import set_internal_error_hook
 from browser import chromium, page  # noqa: F401  (fixtures for browser tests)
+from cxtrace._guard import set_internal_error_hook
 from otlp_receiver import GRPC_AVAILABLE, PROTOCOLS, Receiver
 
 

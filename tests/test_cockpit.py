@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import math
 import os
 import signal
 import socket
@@ -30,9 +31,11 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
     OTLPSpanExporter as HttpSpanExporter,
 )
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
+from opentelemetry.proto.trace.v1 import trace_pb2
 from opentelemetry.sdk.metrics import Counter, MeterProvider
 from opentelemetry.sdk.metrics.export import AggregationTemporality, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
@@ -130,11 +133,13 @@ def span_exporter(protocol: str, cockpit: Cockpit) -> Any:
     return HttpSpanExporter(endpoint=f"{cockpit.otlp_http_endpoint}/v1/traces")
 
 
-def meter_provider(protocol: str, cockpit: Cockpit, instance: str, *, delta: bool) -> Any:
+def meter_provider(
+    protocol: str, cockpit: Cockpit, instance: str, *, delta: bool, service: str = "shop"
+) -> Any:
     reader = PeriodicExportingMetricReader(
         metric_exporter(protocol, cockpit, delta=delta), export_interval_millis=3_600_000
     )
-    resource = Resource.create({"service.name": "shop", "service.instance.id": instance})
+    resource = Resource.create({"service.name": service, "service.instance.id": instance})
     return MeterProvider(metric_readers=[reader], resource=resource)
 
 
@@ -311,7 +316,16 @@ def test_flask_app_instrumented_by_cxtrace_shows_exact_counts(
 
     deadline = time.monotonic() + 10
     handle.force_flush()
-    while (counts() != sent or pro_funnel().get("value") != 42.5) and time.monotonic() < deadline:
+
+    def health_checks() -> int:
+        grid = api(cockpit, "grid")
+        rows = [r for r in grid["rows"] if r["segment"] == "unknown"]
+        return cell(grid, "unknown", "/health")["total"] if rows else 0
+
+    def done() -> bool:
+        return counts() == sent and pro_funnel().get("value") == 42.5 and health_checks() == 1
+
+    while not done() and time.monotonic() < deadline:
         time.sleep(0.05)
         handle.force_flush()
     assert counts() == sent
@@ -481,6 +495,41 @@ def test_browser_page_loads_show_beside_server_requests(cockpit: Cockpit) -> Non
     assert page_t == [(2500,)]
 
 
+def test_customers_are_counted_where_they_arrive_not_again_downstream(cockpit: Cockpit) -> None:
+    # The storefront (shop) calls a backend for every checkout: both count the request.
+    for service, n in (("shop", 6), ("backend", 6)):
+        provider = meter_provider("http/protobuf", cockpit, "1", delta=True, service=service)
+        provider.get_meter("m").create_counter("cx.requests").add(n, cx("satisfied", "pro"))
+        provider.shutdown()
+    shop = TracerProvider(resource=Resource.create({"service.name": "shop"}))
+    backend = TracerProvider(resource=Resource.create({"service.name": "backend"}))
+    for provider in (shop, backend):
+        provider.add_span_processor(SimpleSpanProcessor(span_exporter("http/protobuf", cockpit)))
+    attrs = {**cx("satisfied", "pro"), "cx.apdex.threshold_ms": 1000}
+    with shop.get_tracer("t").start_as_current_span("GET /checkout", kind=SpanKind.SERVER) as span:
+        span.set_attributes(attrs)
+        # The backend's server span continues the storefront's trace (its parent is remote).
+        with backend.get_tracer("t").start_as_current_span(
+            "POST /price", kind=SpanKind.SERVER, attributes=attrs
+        ):
+            pass
+    shop.shutdown()
+    backend.shutdown()
+
+    assert total(cockpit) == 6  # the customer's requests, once
+    services = api(cockpit, "services")
+    assert (services["services"], services["downstream"]) == (["backend", "shop"], ["backend"])
+    everything = f"{cockpit.page_url}api/grid?window=15m&service=all"
+    with urllib.request.urlopen(everything, timeout=10) as response:
+        assert cell(json.load(response), "pro", "checkout")["total"] == 12
+    only = f"{cockpit.page_url}api/slowest?window=15m&service=backend"
+    with urllib.request.urlopen(only, timeout=10) as response:
+        assert json.load(response)["slowest"][0]["spans"] == 1
+    with urllib.request.urlopen(cockpit.page_url, timeout=10) as response:
+        page = response.read().decode()
+    assert "Counted where customers arrive: shop." in page
+
+
 # ---------------------------------------------------------------------- hostile payloads
 
 
@@ -502,6 +551,31 @@ def test_hostile_http_payloads_are_refused_and_stored_data_survives(
     bomb = gzip.compress(b"\0" * (30 * 1024 * 1024))  # 30 KB that inflate to 30 MB
     assert post(endpoint, bomb, headers={"Content-Encoding": "gzip"}) == 413
     assert post(endpoint, b"", path="/v1/logs") == 200  # logs: accepted, not shown
+    # Well-formed but unusable numbers are skipped, not stored: NaN, negative, absurd sizes,
+    # timestamps SQLite cannot hold.
+    for value, at in ((math.nan, now), (-4, now), (1e300, now), (1, 2**64 - 1), (1, 0)):
+        assert post(endpoint, metrics_payload([(value, now - MINUTE_NS, at)])) == 200
+    far_future = trace_service_pb2.ExportTraceServiceRequest(
+        resource_spans=[
+            trace_pb2.ResourceSpans(
+                scope_spans=[
+                    trace_pb2.ScopeSpans(
+                        spans=[
+                            trace_pb2.Span(
+                                trace_id=b"\1" * 16,
+                                span_id=b"\2" * 8,
+                                name="GET /checkout",
+                                start_time_unix_nano=now,
+                                end_time_unix_nano=2**64 - 1,
+                                attributes=[attribute("cx.satisfaction", "frustrated")],
+                            )
+                        ]
+                    )
+                ]
+            )
+        ]
+    )
+    assert post(endpoint, far_future.SerializeToString(), path="/v1/traces") == 200
     assert post(endpoint, good, path="/v1/nothing") == 404
 
     # 50 MB announced: refused from the headers alone, before any of the body is sent.
@@ -515,6 +589,7 @@ def test_hostile_http_payloads_are_refused_and_stored_data_survives(
     assert status_line.split()[1] == b"413"
 
     assert api(cockpit, "grid") == before
+    assert api(cockpit, "health")["rows"]["examples"] == 0
     with urllib.request.urlopen(cockpit.page_url, timeout=10) as page:
         assert page.status == 200
     rejected = api(cockpit, "health")["rejected"]
@@ -740,6 +815,7 @@ def test_prune_drops_what_is_older_than_the_retention(tmp_path: Path) -> None:
             200,
             None,
             "",
+            True,
         )
 
     old, recent = now - 2 * 3600 * 10**9, now - 10 * MINUTE_NS
@@ -796,9 +872,9 @@ def test_cli_port_in_use_exits_2_naming_the_flag(tmp_path: Path) -> None:
             assert lines[0].startswith(f"cxtrace cockpit: error: {flag}:")
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="XDG layout is Linux's")
 def test_default_database_lives_in_the_users_data_directory(tmp_path: Path) -> None:
-    if sys.platform.startswith("linux"):
-        assert default_cockpit_db({"XDG_DATA_HOME": str(tmp_path)}) == (
-            tmp_path / "cxtrace" / "cockpit.sqlite3"
-        )
-        assert default_cockpit_db({}) == Path.home() / ".local/share/cxtrace/cockpit.sqlite3"
+    assert default_cockpit_db({"XDG_DATA_HOME": str(tmp_path)}) == (
+        tmp_path / "cxtrace" / "cockpit.sqlite3"
+    )
+    assert default_cockpit_db({}) == Path.home() / ".local/share/cxtrace/cockpit.sqlite3"

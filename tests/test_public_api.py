@@ -6,6 +6,7 @@ import inspect
 
 import cxtrace
 
+# design.md section 2, plus rum_snippet, which section 10 names (issue #9).
 DESIGN_SECTION_2 = {
     "instrument",
     "uninstrument",
@@ -18,6 +19,7 @@ DESIGN_SECTION_2 = {
     "Step",
     "ConfigError",
     "Instrumentation",
+    "rum_snippet",
 }
 
 
@@ -62,4 +64,6 @@ def test_request_functions_do_nothing_outside_a_request() -> None:
         return "ok"
 
     assert view() == "ok"
+    assert cxtrace.rum_snippet() == ""
+    assert cxtrace.rum_snippet().__html__() == ""
     assert view.__name__ == "view"

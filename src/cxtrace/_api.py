@@ -15,11 +15,12 @@ import os
 import threading
 from collections.abc import Iterable
 from types import TracebackType
-from typing import Any, Callable, Optional, TypeVar, Union, cast
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union, cast
 
 from cxtrace._core.config import INTEGRATIONS, Settings, is_disabled, load_settings
 from cxtrace._core.errors import ConfigError
 from cxtrace._core.journeys import Journey
+from cxtrace._core.rum import SafeHtml, checked_nonce
 from cxtrace._guard import Guard
 from cxtrace._patch import Patcher
 from cxtrace._telemetry.bootstrap import Providers, build_providers
@@ -29,11 +30,16 @@ from cxtrace._telemetry.recorder import (
     check_conversion_value,
     current_request,
 )
+from cxtrace._telemetry.rum import RumRecorder
+
+if TYPE_CHECKING:
+    from cxtrace._integrations.rum import Script
 
 __all__ = [
     "Instrumentation",
     "instrument",
     "mark_conversion",
+    "rum_snippet",
     "set_segment",
     "set_user",
     "shutdown",
@@ -73,6 +79,7 @@ class Instrumentation:
         self._providers = providers
         self._recorder = recorder
         self._patcher = Patcher()
+        self._rum: Optional[RumRecorder] = None  # CXTRACE_RUM=true (docs/rum.md)
 
     @property
     def enabled(self) -> bool:
@@ -204,11 +211,15 @@ def instrument(
                 providers.tracer_provider,
             )
         handle = Instrumentation(settings, providers, recorder, ())
+        if settings.rum:
+            handle._rum = _build_rum(settings, providers, recorder)
         requested = settings.integrations
         enabled = []
         for name in requested if requested is not None else INTEGRATIONS:
             detail = _enable(name, recorder, handle._patcher, explicit=requested is not None)
             if detail is not None:
+                if handle._rum is not None and _enable_rum(name, handle._rum, handle._patcher):
+                    detail += " with real-user monitoring"
                 enabled.append(detail)
         handle.integrations = tuple(d.split(" ", 1)[0] for d in enabled)
         _processor_active = True
@@ -248,6 +259,35 @@ def _enable(name: str, recorder: Recorder, patcher: Patcher, *, explicit: bool) 
     return None
 
 
+def _build_rum(settings: Settings, providers: Providers, recorder: Recorder) -> RumRecorder:
+    rum = RumRecorder(
+        settings,
+        providers.tracer_provider,
+        providers.meter_provider,
+        __version__,
+        recorder.segments,
+    )
+    providers.on_fork(rum.bind)
+    return rum
+
+
+def _enable_rum(name: str, rum: RumRecorder, patcher: Patcher) -> bool:
+    """RUM's endpoint and injection, outermost on top of the integration ``name``."""
+    from cxtrace._integrations.rum import enable_rum, load_script  # noqa: PLC0415
+
+    global _script  # noqa: PLW0603 - read once per process, shared by every integration
+    try:
+        if _script is None:
+            _script = load_script()
+        return enable_rum(name, rum, patcher, _script)
+    except Exception as exc:  # noqa: BLE001 - the app starts anyway, without RUM there
+        _log.warning("real-user monitoring is not enabled for %s: %r", name, exc)
+        return False
+
+
+_script: Optional[Script] = None  # the browser script, read once
+
+
 def _log_again(handle: Instrumentation) -> None:
     _log.debug("cxtrace.instrument() called again; returning the existing %r", handle)
 
@@ -285,6 +325,7 @@ _SET_SEGMENT = Guard("set_segment")
 _SET_USER = Guard("set_user")
 _CONVERSION = Guard("mark_conversion")
 _STEP = Guard("step")
+_SNIPPET = Guard("rum_snippet")
 
 
 def set_segment(name: str) -> None:
@@ -393,3 +434,30 @@ def step(name: str, *, journey: Optional[str] = None) -> _StepMarker:
     if journey is not None and (not isinstance(journey, str) or not journey.strip()):
         raise ConfigError(f"step(journey={journey!r}): expected a non-empty string")
     return _StepMarker(name.strip(), journey.strip() if journey else None)
+
+
+def rum_snippet(nonce: Optional[str] = None) -> str:
+    """The real-user-monitoring tags for the page being rendered, for a template's ``<head>``.
+
+    Jinja::
+
+        <head>{{ rum_snippet(nonce=csp_nonce()) }}</head>   {# e.g. app.jinja_env.globals #}
+
+    Django (a callable in the context is called by the template)::
+
+        render(request, "page.html", {"rum_snippet": cxtrace.rum_snippet})
+        <head>{{ rum_snippet }}</head>
+
+    Returns markup (``__html__``) that templates insert without escaping: a
+    ``<meta name="traceparent">`` and ``<script src="/_cxtrace/rum.js" async data-cx=...>``
+    carrying ``nonce`` when given (a CSP nonce). A page that has it is not injected again.
+    Empty outside a traced request or unless ``CXTRACE_RUM=true``. See docs/rum.md.
+    """
+    handle = _handle
+    rum = handle._rum if handle is not None else None
+    state = current_request()
+    tag = None
+    if rum is not None and state is not None:
+        with _SNIPPET:
+            tag = rum.page_tag(state, checked_nonce(nonce))
+    return SafeHtml(tag or "")

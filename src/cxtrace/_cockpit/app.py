@@ -70,7 +70,11 @@ class Cockpit:
     ) -> None:
         if not retention_s > 0:
             raise ValueError(f"retention_s={retention_s!r}: expected a positive number of seconds")
-        for name, value in (("port", port), ("otlp_http_port", otlp_http_port)):
+        for name, value in (
+            ("port", port),
+            ("otlp_http_port", otlp_http_port),
+            ("otlp_grpc_port", 0 if otlp_grpc_port is None else otlp_grpc_port),
+        ):
             if not 0 <= value <= 65535:
                 raise ValueError(f"{name}={value!r}: expected a port number 0-65535")
         self.db_path = os.fspath(db_path)

@@ -100,6 +100,7 @@ class SpanSample(NamedTuple):
     http_status: int  # 0 when unknown
     conversion_value: Optional[float]
     currency: str
+    is_root: bool  # no parent span: the request came from outside the traced services
 
 
 def step_label(journey: object, step: object, route: object) -> tuple[str, str]:
@@ -133,15 +134,14 @@ def _attributes(pairs: Any) -> dict[str, object]:
     return {pair.key: _any_value(pair.value) for pair in pairs}
 
 
-def _series_key(metric: str, resource: Any, scope: str, attributes: dict[str, object]) -> str:
+def _series_key(metric: str, origin: str, attributes: dict[str, object]) -> str:
     """A short digest of everything that identifies one stream of points.
 
-    The resource includes ``service.name`` and ``service.instance.id``, so two processes
-    of one service are two series, as the OpenTelemetry data model says.
+    ``origin`` is the canonical resource + scope; the resource includes ``service.name``
+    and ``service.instance.id``, so two processes of one service are two series, as the
+    OpenTelemetry data model says.
     """
-    canonical = json.dumps(
-        [metric, _attributes(resource), scope, attributes], sort_keys=True, default=str
-    )
+    canonical = json.dumps([metric, origin, attributes], sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
@@ -152,6 +152,20 @@ def _number(point: metrics_pb2.NumberDataPoint) -> Optional[float]:
     if which == "as_double":
         return float(point.as_double)
     return None
+
+
+# Counts and timestamps a hostile payload could send that SQLite cannot store (NaN becomes
+# NULL, integers over 2**63 overflow) or that would poison sums: such points are skipped.
+_MAX_COUNT: Final = 1e15
+_MAX_TIME_NS: Final = 2**62
+
+
+def _is_count(value: float) -> bool:
+    return 0 <= value < _MAX_COUNT  # also False for NaN
+
+
+def _is_time(item: Any) -> bool:
+    return bool(item.start_time_unix_nano < _MAX_TIME_NS and 0 < item.time_unix_nano < _MAX_TIME_NS)
 
 
 def counter_points(request: metrics_service_pb2.ExportMetricsServiceRequest) -> list[CounterPoint]:
@@ -165,8 +179,10 @@ def counter_points(request: metrics_service_pb2.ExportMetricsServiceRequest) -> 
         for pair in resource:
             if pair.key == SERVICE_NAME:
                 service = _label(_any_value(pair.value), UNKNOWN_SERVICE)
+        resource_text = json.dumps(_attributes(resource), sort_keys=True, default=str)
         for scope_metrics in resource_metrics.scope_metrics:
-            scope = f"{scope_metrics.scope.name}/{scope_metrics.scope.version}"
+            scope = scope_metrics.scope
+            origin = f"{resource_text}|{scope.name}/{scope.version}"
             for metric in scope_metrics.metrics:
                 if metric.name not in _METRIC_SOURCES or metric.WhichOneof("data") != "sum":
                     continue
@@ -175,7 +191,9 @@ def counter_points(request: metrics_service_pb2.ExportMetricsServiceRequest) -> 
                     continue
                 for point in metric.sum.data_points:
                     value = _number(point)
-                    if value is None or (temporality == delta and not value > 0):
+                    if value is None or not _is_count(value) or not _is_time(point):
+                        continue
+                    if temporality == delta and value == 0:
                         continue
                     attrs = _attributes(point.attributes)
                     journey, step = step_label(
@@ -187,7 +205,7 @@ def counter_points(request: metrics_service_pb2.ExportMetricsServiceRequest) -> 
                     records.append(
                         CounterPoint(
                             metric=metric.name,
-                            series=_series_key(metric.name, resource, scope, attrs),
+                            series=_series_key(metric.name, origin, attrs),
                             is_cumulative=temporality == cumulative,
                             start_ns=point.start_time_unix_nano,
                             time_ns=point.time_unix_nano,
@@ -225,6 +243,8 @@ def span_samples(request: trace_service_pb2.ExportTraceServiceRequest) -> list[S
                 satisfaction = attrs.get(CX_SATISFACTION)
                 if satisfaction not in SATISFACTIONS:
                     continue
+                if not 0 < span.end_time_unix_nano < _MAX_TIME_NS:
+                    continue
                 journey, step = step_label(
                     attrs.get(CX_JOURNEY), attrs.get(CX_STEP), attrs.get(HTTP_ROUTE)
                 )
@@ -256,6 +276,7 @@ def span_samples(request: trace_service_pb2.ExportTraceServiceRequest) -> list[S
                         http_status=_int(attrs.get(HTTP_RESPONSE_STATUS_CODE)),
                         conversion_value=float(value) if has_value else None,  # type: ignore[arg-type]
                         currency=_label(attrs.get(CX_CONVERSION_CURRENCY), ""),
+                        is_root=not span.parent_span_id,
                     )
                 )
     return samples

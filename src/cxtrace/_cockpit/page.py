@@ -65,7 +65,24 @@ def _bar(c: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------- sections
 
 
-def _headline(summary: dict[str, Any]) -> str:
+def _scope_note(services: dict[str, Any]) -> str:
+    if services["only"]:
+        return (
+            f'<p class="scope">Requests served by <b>{_e(services["only"])}</b> only '
+            '(<a href="?">where customers arrive</a>).</p>'
+        )
+    if services["excluded"]:
+        entry = [s for s in services["services"] if s not in services["excluded"]]
+        left_out = ", ".join(_e(s) for s in services["excluded"])
+        return (
+            f'<p class="scope">Counted where customers arrive: {_e(", ".join(entry))}. '
+            f"Left out, as they serve the same customers' requests further down: {left_out} "
+            '(<a href="?service=all">count every service</a>).</p>'
+        )
+    return ""
+
+
+def _headline(summary: dict[str, Any], services: dict[str, Any]) -> str:
     req = summary["requests"]
     browser = summary["browser"]
     lines = summary["headlines"]
@@ -100,6 +117,7 @@ def _headline(summary: dict[str, Any]) -> str:
         )
     return (
         '<section class="card summary" id="summary"><h2>What customers feel</h2>'
+        f"{_scope_note(services)}"
         f'{story}<div class="stats">{"".join(stats)}</div>{_bar(req)}</section>'
     )
 
@@ -202,15 +220,21 @@ def _funnel(funnel: dict[str, Any]) -> str:
                 first = seg["steps"][0]["requests"] or 1
                 width = min(100.0, 100 * row["requests"] / first)
                 drop = row["drop_off"]
-                drop_text = "" if drop is None else f'<span class="drop">-{100 * drop:.0f}%</span>'
+                drop_text = ""
+                if drop is not None and drop >= 0:
+                    drop_text = f'<span class="drop">-{100 * drop:.0f}%</span>'
+                elif drop is not None:
+                    drop_text = f'<span class="gain">+{-100 * drop:.0f}%</span>'
                 conv = (
                     f'<span class="conv" title="conversions">✓ {row["conversions"]:,}</span>'
                     if row["conversions"]
                     else ""
                 )
                 title = f"{seg['segment']} · {step}: {row['requests']} requests"
-                if drop is not None:
+                if drop is not None and drop >= 0:
                     title += f", {100 * drop:.1f}% fewer than the step before"
+                elif drop is not None:
+                    title += f", {-100 * drop:.1f}% more than the step before (repeat visits)"
                 if row["conversions"]:
                     title += f"; {row['conversions']} conversions"
                     if row["value"]:
@@ -404,7 +428,7 @@ def render_content(data: dict[str, Any], *, has_any_data: bool, endpoint: str) -
     if not summary["requests"]["total"] and not summary["browser"]["total"]:
         return _empty(has_any_data, data["window"], endpoint)
     return (
-        _headline(summary)
+        _headline(summary, data["services"])
         + _grid(data["grid"])
         + '<div class="cols">'
         + _funnel(data["funnel"])
@@ -421,11 +445,20 @@ _ON: Final = ' class="on" aria-current="true"'
 
 def render_page(data: dict[str, Any], *, has_any_data: bool, endpoint: str) -> str:
     current = data["window"]
+    service = data.get("service", "")
+    suffix = f"&amp;service={_e(service)}" if service else ""
     choices = "".join(
-        f'<a href="?window={label}"{_ON if label == current else ""}>{label}</a>'
+        f'<a href="?window={label}{suffix}"{_ON if label == current else ""}>{label}</a>'
         for label in WINDOWS
     )
     content = render_content(data, has_any_data=has_any_data, endpoint=endpoint)
+    names = data["services"]["services"]
+    picks = [("", "customers"), ("all", "all services"), *((n, n) for n in names)]
+    service_links = "".join(
+        f'<a href="?window={_e(current)}{"&amp;service=" + _e(value) if value else ""}"'
+        f"{_ON if value == service else ''}>{_e(label)}</a>"
+        for value, label in picks
+    )
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -435,6 +468,7 @@ def render_page(data: dict[str, Any], *, has_any_data: bool, endpoint: str) -> s
         '<script src="/static/cockpit.js" defer></script></head>'
         f'<body data-window="{_e(current)}"><header><h1>Customer Experience Cockpit</h1>'
         f'<nav class="windows" aria-label="time window">{choices}</nav>'
+        f'<nav class="windows services" aria-label="services">{service_links}</nav>'
         '<span id="updated" class="updated"></span></header>'
         f'<main id="content">{content}</main>'
         "<footer>cxtrace · counts from the <code>cx.*</code> metrics, examples from traces · "

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections import defaultdict
-from typing import Any, Final, NamedTuple, Optional
+from typing import Any, Final, NamedTuple, Optional, Union
 
 from cxtrace._cockpit.decode import SATISFACTIONS
 from cxtrace._cockpit.store import HOURLY, MINUTE_NS
@@ -18,9 +18,11 @@ __all__ = [
     "WINDOWS",
     "Window",
     "apdex",
+    "downstream_services",
     "funnel",
     "grid",
     "reasons",
+    "services",
     "slowest",
     "summary",
     "timeline",
@@ -51,10 +53,17 @@ Key = tuple[str, str, str]  # (segment, journey, step)
 
 
 class Window(NamedTuple):
+    """A time window, and which services' requests it counts."""
+
     label: str
     first_minute: int
     last_minute: int
     bucket_minutes: int  # timeline resolution
+    only: Optional[str] = None  # count this service only
+    excluded: tuple[str, ...] = ()  # leave these services out (downstream ones)
+
+    def scoped(self, only: Optional[str], excluded: tuple[str, ...] = ()) -> Window:
+        return self._replace(only=only, excluded=excluded)
 
     @property
     def minutes(self) -> int:
@@ -86,23 +95,65 @@ def window(label: str, now_ns: int) -> Window:
     return Window(label, last - minutes + 1, last, bucket)
 
 
-def _source(table: str, w: Window) -> tuple[str, tuple[int, ...]]:
+def _source(table: str, w: Window) -> tuple[str, tuple[Union[int, str], ...]]:
     """A subquery over ``table``'s rows in the window, and its parameters.
 
     When the timeline counts whole hours, the full hours inside the window come from the
     hourly rollup and only the partial hours at its edges from the minute buckets.
     """
     first, last = w.first_minute, w.last_minute
+    scope, scope_params = _service_filter(w)
     hour_first = -(-first // 60) * 60  # the first hour starting inside the window
     hour_last = (last + 1) // 60 * 60 - 60  # the last hour ending inside it
     if w.bucket_minutes % 60 or hour_first > hour_last:
-        return f"(SELECT * FROM {table} WHERE minute BETWEEN ? AND ?)", (first, last)  # noqa: S608
+        sql = f"(SELECT * FROM {table} WHERE minute BETWEEN ? AND ?{scope})"  # noqa: S608
+        return sql, (first, last, *scope_params)
     sql = (
-        f"(SELECT * FROM {table} WHERE minute BETWEEN ? AND ?"  # noqa: S608
-        f" UNION ALL SELECT * FROM {table}{HOURLY} WHERE minute BETWEEN ? AND ?"
-        f" UNION ALL SELECT * FROM {table} WHERE minute BETWEEN ? AND ?)"
+        f"(SELECT * FROM {table} WHERE minute BETWEEN ? AND ?{scope}"  # noqa: S608
+        f" UNION ALL SELECT * FROM {table}{HOURLY} WHERE minute BETWEEN ? AND ?{scope}"
+        f" UNION ALL SELECT * FROM {table} WHERE minute BETWEEN ? AND ?{scope})"
     )
-    return sql, (first, hour_first - 1, hour_first, hour_last, hour_last + 60, last)
+    params: tuple[Union[int, str], ...] = (first, hour_first - 1, *scope_params)
+    params += (hour_first, hour_last, *scope_params)
+    params += (hour_last + 60, last, *scope_params)
+    return sql, params
+
+
+def _service_filter(w: Window) -> tuple[str, tuple[str, ...]]:
+    if w.only is not None:
+        return " AND service = ?", (w.only,)
+    if w.excluded:
+        marks = ", ".join("?" * len(w.excluded))
+        return f" AND service NOT IN ({marks})", w.excluded
+    return "", ()
+
+
+def downstream_services(conn: sqlite3.Connection) -> tuple[str, ...]:
+    """Services whose requests mostly continue a trace begun elsewhere.
+
+    Their server spans have parent spans: they serve requests of another traced service,
+    so counting them too would count a customer's request twice. Customers are counted
+    where they arrive. When every known service looks downstream (say, behind a proxy that
+    starts traces), nothing is left out.
+    """
+    rows = conn.execute("SELECT service, root_spans, child_spans FROM services").fetchall()
+    downstream = tuple(sorted(s for s, roots, children in rows if children > roots))
+    if len(downstream) == len(rows):
+        return ()
+    return downstream
+
+
+def services(conn: sqlite3.Connection, w: Window) -> dict[str, Any]:
+    """The services that sent requests, and which of them the default view leaves out."""
+    source, params = _source("requests", w.scoped(None))
+    names = [row[0] for row in conn.execute(f"SELECT DISTINCT service FROM {source}", params)]  # noqa: S608
+    return {
+        "window": w.label,
+        "services": sorted(names),
+        "downstream": list(downstream_services(conn)),
+        "only": w.only,
+        "excluded": list(w.excluded),
+    }
 
 
 def apdex(satisfied: float, tolerating: float, total: float) -> Optional[float]:
@@ -304,7 +355,7 @@ def funnel(conn: sqlite3.Connection, w: Window) -> dict[str, Any]:
                 count, value, currency = conversions.get(key, (0.0, 0.0, ""))
                 drop = None
                 if previous:
-                    drop = round(max(0.0, 1 - reached / previous), 4)
+                    drop = round(1 - reached / previous, 4)  # negative: more than before
                 rows.append(
                     {
                         "step": step,
@@ -379,11 +430,12 @@ def _examples(
 ) -> list[dict[str, Any]]:
     segment, journey, step = key
     condition = "is_error = 1 OR reason = 'error'" if errors_only else "1 = 1"
+    scope, scope_params = _service_filter(w)
     rows = conn.execute(
         "SELECT trace_id, span_id, duration_ms, http_status, satisfaction, reason, end_ns"  # noqa: S608
         " FROM examples WHERE source = ? AND segment = ? AND journey = ? AND step = ?"
-        f" AND end_ns >= ? AND ({condition}) ORDER BY duration_ms DESC LIMIT ?",
-        (source, segment, journey, step, w.first_ns, EXAMPLES_SHOWN),
+        f" AND end_ns >= ? AND ({condition}){scope} ORDER BY duration_ms DESC LIMIT ?",
+        (source, segment, journey, step, w.first_ns, *scope_params, EXAMPLES_SHOWN),
     )
     return [
         {

@@ -81,6 +81,7 @@ class Ingest:
         self._lock = threading.Lock()
         self.rejected: dict[str, int] = {}
         self.accepted = {TRACES: 0, METRICS: 0, LOGS: 0}
+        self._unforeseen = False  # its traceback is logged once
 
     def export(self, signal: str, raw: bytes) -> bytes:
         """Store one serialized export request; returns the serialized (empty) response."""
@@ -105,6 +106,11 @@ class Ingest:
         except sqlite3.Error as exc:
             # The transaction rolled back: what was stored before is untouched.
             raise RejectedError(503, "cannot write the cockpit database", str(exc)) from exc
+        except Exception as exc:  # a payload we did not foresee: refuse it, serve on
+            if not self._unforeseen:
+                self._unforeseen = True
+                _log.warning("cockpit could not read an OTLP %s payload", signal, exc_info=True)
+            raise RejectedError(400, f"unreadable OTLP {signal} payload", repr(exc)) from exc
         with self._lock:
             self.accepted[signal] += 1
         return response

@@ -15,6 +15,7 @@ thousand rows, and every page reads only buckets.
     steps        (journey, step) -> position in the journey, Apdex T (server and browser)
     series       cumulative series -> start time, last value, last seen
     *_hourly     each bucket table again, per hour, for windows of a day and more
+    services     server spans per service with and without a parent (who is downstream)
 
 Every ingest runs in one transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``): a process killed
 mid-write loses at most the request in flight. WAL mode lets the page read while the
@@ -167,6 +168,13 @@ _MIGRATIONS: Final[tuple[str, ...]] = (
             sum(spans), sum(errors), sum(total_ms), max(max_ms)
         FROM page_load_stats GROUP BY 1, 2, 3, 4, 5, 6, 7;
     """,
+    # 4: where customers arrive: server spans per service with and without a parent span
+    """
+    CREATE TABLE services (
+        service TEXT PRIMARY KEY, root_spans INTEGER NOT NULL, child_spans INTEGER NOT NULL,
+        seen_ns INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 
@@ -246,9 +254,6 @@ def _statements(script: str) -> list[str]:
     # executescript() would COMMIT first; run the statements one by one inside our own
     # transaction instead, so a failed migration leaves the previous version intact.
     return [part.strip() for part in script.split(";") if part.strip()]
-
-
-Row = tuple[Union[str, int, float], ...]
 
 
 class Store:
@@ -366,6 +371,7 @@ class Store:
         if not samples:
             return 0
         groups: set[tuple[str, str, str, str, str, str]] = set()
+        services: dict[str, tuple[int, int, int]] = {}  # roots, children, last seen
         with self._transaction() as conn:
             for s in samples:
                 minute = s.end_ns // MINUTE_NS
@@ -405,6 +411,21 @@ class Store:
                 groups.add((s.source, s.segment, s.journey, s.step, s.satisfaction, s.reason))
                 if s.threshold_ms or s.step_index:
                     self._note_step(conn, s)
+                if s.source != BROWSER:
+                    roots, children, seen_ns = services.get(s.service, (0, 0, 0))
+                    services[s.service] = (
+                        roots + s.is_root,
+                        children + (not s.is_root),
+                        max(seen_ns, s.end_ns),
+                    )
+            for service, (roots, children, seen_ns) in services.items():
+                conn.execute(
+                    "INSERT INTO services VALUES (?, ?, ?, ?) ON CONFLICT (service) DO UPDATE"
+                    " SET root_spans = root_spans + excluded.root_spans,"
+                    " child_spans = child_spans + excluded.child_spans,"
+                    " seen_ns = max(seen_ns, excluded.seen_ns)",
+                    (service, roots, children, seen_ns),
+                )
             for group in groups:
                 conn.execute(
                     "DELETE FROM examples WHERE source = ? AND segment = ? AND journey = ?"
@@ -454,6 +475,7 @@ class Store:
             deleted += conn.execute("DELETE FROM examples WHERE end_ns < ?", (cutoff_ns,)).rowcount
             deleted += conn.execute("DELETE FROM series WHERE seen_ns < ?", (cutoff_ns,)).rowcount
             deleted += conn.execute("DELETE FROM steps WHERE seen_ns < ?", (cutoff_ns,)).rowcount
+            deleted += conn.execute("DELETE FROM services WHERE seen_ns < ?", (cutoff_ns,)).rowcount
         return deleted
 
     def table_rows(self) -> dict[str, int]:
@@ -461,5 +483,5 @@ class Store:
         with self.reader() as conn:
             return {
                 table: int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608
-                for table in (*_ALL_BUCKET_TABLES, "examples", "series", "steps")
+                for table in (*_ALL_BUCKET_TABLES, "examples", "series", "steps", "services")
             }

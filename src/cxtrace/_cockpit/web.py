@@ -2,7 +2,7 @@
 
     GET /                       the page (``?window=15m``; ``&fragment=1``: only the views)
     GET /static/<file>          the page's CSS and JS, from the package
-    GET /api/summary|grid|funnel|reasons|slowest|timeline?window=15m
+    GET /api/summary|grid|funnel|reasons|slowest|timeline|services?window=15m&service=
     GET /api/health             schema version, rows per table, payloads accepted/refused
 
 The page and the API call the same functions of ``queries``.
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from cxtrace._cockpit.app import Cockpit
 
-__all__ = ["page_handler", "views"]
+__all__ = ["ALL_SERVICES", "page_handler", "scope", "views"]
 
 _log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ _VIEWS: Final[dict[str, Callable[[sqlite3.Connection, queries.Window], dict[str,
     "reasons": queries.reasons,
     "slowest": queries.slowest,
     "timeline": queries.timeline,
+    "services": queries.services,
 }
 _SECURITY_HEADERS: Final = (
     ("X-Content-Type-Options", "nosniff"),
@@ -57,6 +58,18 @@ def views(conn: sqlite3.Connection, w: queries.Window) -> dict[str, Any]:
     data: dict[str, Any] = {name: view(conn, w) for name, view in _VIEWS.items()}
     data["window"] = w.label
     return data
+
+
+def scope(conn: sqlite3.Connection, w: queries.Window, service: str) -> queries.Window:
+    """``?service=``: empty for where customers arrive, ``all``, or one service's name."""
+    if service == ALL_SERVICES:
+        return w.scoped(None)
+    if service:
+        return w.scoped(service)
+    return w.scoped(None, queries.downstream_services(conn))
+
+
+ALL_SERVICES: Final = "all"
 
 
 def _static(name: str) -> bytes:
@@ -113,11 +126,13 @@ def page_handler(cockpit: Cockpit) -> type[BaseHTTPRequestHandler]:
                 return
             store = cockpit.store
             with store.reader() as conn:
+                w = scope(conn, w, query.get("service", ""))
                 if path.startswith("/api/"):
                     self._json(200, _VIEWS[path[5:]](conn, w))
                     return
                 data = views(conn, w)
                 has_any = conn.execute("SELECT 1 FROM requests LIMIT 1").fetchone() is not None
+            data["service"] = query.get("service", "")
             render = render_content if query.get("fragment") else render_page
             html = render(data, has_any_data=has_any, endpoint=cockpit.otlp_http_endpoint)
             self._send(200, html.encode(), "text/html; charset=utf-8")

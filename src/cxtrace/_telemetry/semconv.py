@@ -33,11 +33,41 @@ CX_CONVERSION: Final = "cx.conversion"
 CX_CONVERSION_VALUE: Final = "cx.conversion.value"
 CX_CONVERSION_CURRENCY: Final = "cx.conversion.currency"
 USER_HASH: Final = "user.hash"
+# cx.rum.* on browser.page_load spans (real-user monitoring, docs/rum.md); milliseconds
+# since the browser's navigation start
+CX_RUM_PERCEIVED_MS: Final = "cx.rum.perceived_ms"
+CX_RUM_TTFB_MS: Final = "cx.rum.ttfb_ms"
+CX_RUM_DOM_CONTENT_LOADED_MS: Final = "cx.rum.dom_content_loaded_ms"
+CX_RUM_LOAD_MS: Final = "cx.rum.load_ms"
+CX_RUM_LCP_MS: Final = "cx.rum.lcp_ms"
+CX_RUM_INP_MS: Final = "cx.rum.inp_ms"
+CX_RUM_CLS: Final = "cx.rum.cls"
+CX_RUM_JS_ERRORS: Final = "cx.rum.js_errors"
 
 # metrics
 CX_REQUESTS: Final = "cx.requests"
 CX_CONVERSIONS: Final = "cx.conversions"
 HTTP_SERVER_REQUEST_DURATION: Final = "http.server.request.duration"
+CX_PAGE_LOADS: Final = "cx.page_loads"
+CX_PAGE_LOAD_DURATION: Final = "cx.page_load.duration"
+CX_RUM_BEACONS_REJECTED: Final = "cx.rum.beacons.rejected"
+# Perceived page load times (seconds): finer around the default RUM T of 2.5 s.
+PAGE_LOAD_BUCKETS_S: Final = (
+    0.25,
+    0.5,
+    1.0,
+    1.5,
+    2.0,
+    2.5,
+    3.0,
+    4.0,
+    5.0,
+    7.5,
+    10.0,
+    15.0,
+    30.0,
+    60.0,
+)
 # The stable HTTP semconv's advised buckets for http.server.request.duration (seconds).
 DURATION_BUCKETS_S: Final = (
     0.005,

@@ -13,7 +13,10 @@
 
   function refresh() {
     if (document.hidden) return;
-    var url = "/?fragment=1&window=" + encodeURIComponent(windowLabel);
+    var params = new URLSearchParams(location.search);
+    params.set("window", params.get("window") || windowLabel);
+    params.set("fragment", "1");
+    var url = "/?" + params.toString();
     fetch(url, { cache: "no-store" })
       .then(function (response) {
         if (!response.ok) throw new Error("HTTP " + response.status);
