@@ -12,7 +12,6 @@ import queue
 import re
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -177,22 +176,15 @@ def test_the_cockpit_shows_enterprise_checkout_as_the_worst_slice_and_ctrl_c_sto
     headline = seen["summary"]["headlines"][0]
     assert headline["text"].startswith("checkout is frustrating ")
     assert "of enterprise customers" in headline["text"]
-    # The backend served the shop's customers: their segments and steps came along, signed.
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        backend = dict(
-            conn.execute(
-                "SELECT segment, sum(count) FROM requests WHERE service = 'backend'"
-                " GROUP BY segment"
-            ).fetchall()
-        )
-        backend_steps = {
-            step
-            for (step,) in conn.execute(
-                "SELECT DISTINCT step FROM requests WHERE service = 'backend'"
-            )
-        }
-    assert set(backend) == {"free", "pro", "enterprise"}, backend
-    assert backend_steps == {"checkout", "purchase"}
+    # The page counts customers where they arrive (the shop); the backend, downstream, served
+    # the same customers: their segments and steps came along, signed.
+    services = run.api("services")
+    assert services["services"] == ["backend", "shop"]
+    assert services["downstream"] == ["backend"]
+    backend = frustrated_shares(run.api("grid?service=backend"))
+    assert {segment for segment, _ in backend} == {"free", "pro", "enterprise"}, backend
+    assert {step for _, step in backend} == {"checkout", "purchase"}
+    assert backend[("enterprise", "checkout")][0] >= 0.15  # the slow pricing call itself
 
     started = time.monotonic()
     run.proc.send_signal(signal.SIGINT)
@@ -200,6 +192,7 @@ def test_the_cockpit_shows_enterprise_checkout_as_the_worst_slice_and_ctrl_c_sto
     assert time.monotonic() - started < 15
     assert not [pid for pid in run.pids if alive(pid)]
     run.expect(r"stopped: \d+ requests sent")
+    assert db.stat().st_size > 0  # --db keeps the data for `cxtrace cockpit --db`
     with pytest.raises(requests.ConnectionError):
         requests.get(run.cockpit, timeout=5)
 
