@@ -103,18 +103,11 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """A Flask shop and its Django backend under load; what cxtrace exported, per segment."""
-    session.install(
-        "-e",
-        ".[grpc]",
-        "flask>=3",
-        "django>=4.2",
-        "uvicorn>=0.23",
-        "requests>=2.28",
-        "opentelemetry-proto>=1.27",
-        "grpcio>=1.60",
-    )
-    session.run("python", "examples/demo.py", *session.posargs)
+    """`cxtrace demo`: the cockpit, the example shop under load; `-- --help` for its flags."""
+    session.install("-e", ".[cockpit,demo]")
+    # After Ctrl-C the demo stops its services and the cockpit itself: give it the time
+    # (nox would send SIGTERM after 0.3 s, then SIGKILL, stranding the services).
+    session.run("cxtrace", "demo", *session.posargs, interrupt_timeout=30)
 
 
 BENCH_DEPS = [

@@ -1,14 +1,16 @@
 """An example storefront instrumented with cxtrace, configured only by the environment.
 
     CXTRACE_JOURNEYS_FILE=examples/shop/journeys.toml python examples/shop/app.py --port 8000
+    # or with zero code: cxtrace run -- python examples/shop/app.py --port 8000
 
-With ``SHOP_BACKEND_URL`` set, checkout asks the Django backend (examples/backend) for
-stock and purchases go through its payment endpoint, over ``requests``.
+With ``SHOP_BACKEND_URL`` set, checkout asks the Django backend (examples/backend) to
+check stock and price the cart, and purchases go through its payment endpoint, both over
+``requests``. ``cxtrace demo`` runs both, plus shoppers sending the ``X-Customer-Tier``
+header (free, pro, enterprise).
 
-Two problems are built in so the telemetry has a story to tell (the demo's load generator
-sends the X-Customer-Tier header):
-- checkout is slow for enterprise customers (their cart has many line items to price);
-- about one purchase in five fails for pro customers (a flaky payment provider).
+The story the telemetry tells: enterprise customers order in bulk, and the backend prices
+a cart line by line, so checkout is slow for them (and only for them). About one payment
+in fifty is declined for everyone, so errors show up too.
 """
 
 from __future__ import annotations
@@ -21,19 +23,16 @@ import time
 from typing import Any
 
 import requests
-from flask import Flask, jsonify, request
+from flask import Flask, jsonify, request, session
 from werkzeug.serving import make_server
 
 import cxtrace
 
 app = Flask(__name__)  # built before instrument(): cxtrace patches the class, so it counts
+app.secret_key = "example-only"  # signs the session cookie that holds the cart
 PRODUCTS = {i: {"id": i, "name": f"Product {i}", "price": 10.0 + i} for i in range(1, 21)}
 BACKEND = os.environ.get("SHOP_BACKEND_URL", "").rstrip("/")
 http = requests.Session()
-
-
-def tier() -> str:
-    return request.headers.get("X-Customer-Tier", "")
 
 
 @app.get("/products")
@@ -51,30 +50,40 @@ def product(product_id: int) -> Any:
 
 @app.post("/cart")
 def add_to_cart() -> Any:
+    """Add ``lines`` line items (default 1) to the cart kept in the session cookie."""
+    body = request.get_json(silent=True) or {}
+    lines = max(1, min(int(body.get("lines", 1)), 1000))
+    session["lines"] = session.get("lines", 0) + lines
     time.sleep(random.uniform(0.01, 0.05))
-    return jsonify(ok=True), 201
+    return jsonify(lines=session["lines"]), 201
 
 
 @app.get("/checkout")
 def checkout() -> Any:
-    if BACKEND:
-        http.get(f"{BACKEND}/stock/{random.randint(1, 20)}/", timeout=5).raise_for_status()
-    if tier() == "enterprise":
-        time.sleep(random.uniform(0.8, 5.0))  # pricing hundreds of line items, one by one
-    else:
-        time.sleep(random.uniform(0.05, 0.3))
-    return jsonify(total=42.0)
+    lines = session.get("lines", 0)
+    if not lines:
+        return jsonify(error="the cart is empty"), 409
+    if not BACKEND:  # on its own, the shop quotes a flat price
+        return jsonify(lines=lines, total=round(lines * 19.9, 2))
+    quote = http.post(f"{BACKEND}/pricing/", json={"lines": lines}, timeout=30)
+    quote.raise_for_status()
+    return jsonify(lines=lines, total=quote.json()["total"])
 
 
 @app.post("/orders")
 def orders() -> Any:
-    flaky = tier() == "pro" and random.random() < 0.2
+    lines = session.pop("lines", 0)
+    if not lines:
+        return jsonify(error="the cart is empty"), 409
     value = round(random.uniform(20, 200), 2)
+    declined = random.random() < 0.02
     if BACKEND:
-        paid = http.post(f"{BACKEND}/payments/", json={"amount": value, "flaky": flaky}, timeout=5)
+        paid = http.post(
+            f"{BACKEND}/payments/", json={"amount": value, "declined": declined}, timeout=10
+        )
         paid.raise_for_status()  # a failed payment is this request's error too
-    elif flaky:
-        raise RuntimeError("payment provider timed out")
+    elif declined:
+        raise RuntimeError("payment declined by the provider")
     cxtrace.mark_conversion(value=value, currency="EUR")
     return jsonify(order=random.randint(1000, 9999), value=value), 201
 
@@ -85,7 +94,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args()
 
-    cxtrace.instrument(service_name="shop")
+    # The service name comes from OTEL_SERVICE_NAME when set. Under `cxtrace run` this
+    # interpreter is instrumented already and the call returns that handle.
+    cxtrace.instrument(service_name=os.environ.get("OTEL_SERVICE_NAME") or "shop")
     server = make_server(args.host, args.port, app, threaded=True)
 
     def stop(signum: int, frame: Any) -> None:

@@ -260,9 +260,96 @@ def _cockpit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _not_yet(args: argparse.Namespace) -> int:
-    print(f"cxtrace {args.command}: not available in this version yet", file=sys.stderr)
-    return 2
+_DEMO_HELP = """\
+Start the Customer Experience Cockpit, the example shop (a Flask storefront calling a
+Django service, both under `cxtrace run`) and shoppers of three segments (free, pro,
+enterprise). Checkout is slow for enterprise customers: the cockpit shows it within a
+minute. Ctrl-C stops everything it started.
+
+The services report to the cockpit every two seconds. The database is a fresh temporary
+file, removed at exit, so each run tells the story from the start and nothing mixes with
+your own cockpit's data; --db keeps it (then `cxtrace cockpit --db FILE` shows it again).
+"""
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive number")
+    return value
+
+
+def _add_demo(commands: Any) -> None:
+    demo = commands.add_parser(
+        "demo",
+        help="the cockpit with an example shop under load",
+        description=_DEMO_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    demo.add_argument(
+        "--port", type=_port, default=8765, help="the cockpit's web page (8765; 0: any free port)"
+    )
+    demo.add_argument(
+        "--otlp-http-port",
+        type=_port,
+        default=0,
+        metavar="PORT",
+        help="the cockpit's OTLP/HTTP receiver (default 0: a free port, told to the services)",
+    )
+    demo.add_argument(
+        "--otlp-grpc-port",
+        type=_port,
+        default=0,
+        metavar="PORT",
+        help="the cockpit's OTLP/gRPC receiver (default 0: a free port)",
+    )
+    demo.add_argument(
+        "--db",
+        type=Path,
+        metavar="FILE",
+        help="keep the cockpit's data in this SQLite file (default: temporary)",
+    )
+    demo.add_argument(
+        "--duration",
+        type=_positive,
+        metavar="SECONDS",
+        help="stop after this many seconds (default: run until Ctrl-C)",
+    )
+    demo.add_argument(
+        "--rate",
+        type=_positive,
+        default=20.0,
+        metavar="N",
+        help="requests per second, all segments (20)",
+    )
+    demo.set_defaults(func=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from cxtrace._demo import INSTALL_HINT, missing_packages  # noqa: PLC0415 - stdlib only
+
+    missing = missing_packages()
+    if missing:
+        print(
+            f"cxtrace demo: error: missing {', '.join(missing)}; install with: {INSTALL_HINT}",
+            file=sys.stderr,
+        )
+        return 2
+    from cxtrace._demo.runner import Options, run  # noqa: PLC0415 - needs the packages above
+
+    return run(
+        Options(
+            port=args.port,
+            otlp_http_port=args.otlp_http_port,
+            otlp_grpc_port=args.otlp_grpc_port,
+            db=args.db,
+            duration_s=args.duration,
+            rate=args.rate,
+        )
+    )
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -288,9 +375,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     run.add_argument("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     run.set_defaults(func=_run)
     _add_cockpit(commands)
-    for name, text in (("demo", "the cockpit with an example shop under load (issue #8)"),):
-        sub = commands.add_parser(name, help=text, description=text)
-        sub.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-        sub.set_defaults(func=_not_yet)
+    _add_demo(commands)
     args = parser.parse_args(argv)
     return int(args.func(args))

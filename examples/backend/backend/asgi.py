@@ -10,4 +10,6 @@ import cxtrace
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.settings")
 application = get_asgi_application()
-cxtrace.instrument(service_name="backend")  # after or before: Django's handlers are patched
+# After or before: Django's handlers are patched. The name comes from OTEL_SERVICE_NAME
+# when set; under `cxtrace run` this interpreter is instrumented already.
+cxtrace.instrument(service_name=os.environ.get("OTEL_SERVICE_NAME") or "backend")

@@ -1,4 +1,4 @@
-"""The example backend: a Django service the shop calls for stock and payments."""
+"""The example backend: a Django service the shop calls to price carts and take payments."""
 
 SECRET_KEY = "example-only"
 DEBUG = False

@@ -5,6 +5,6 @@ from django.urls import path
 from backend import views
 
 urlpatterns = [
-    path("stock/<int:product_id>/", views.stock),
+    path("pricing/", views.pricing),
     path("payments/", views.payment),
 ]
