@@ -39,9 +39,14 @@ def _unavailable(reason: str) -> None:
     pytest.skip(f"browser tests need {reason}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    """A launched Playwright ``Browser`` (one per test session; pages are per test)."""
+    """A launched Playwright ``Browser`` (one per test module; pages are per test).
+
+    Not session-wide: Playwright's sync API keeps an asyncio loop on the main thread while
+    it is started, and Django then refuses ORM calls there (SynchronousOnlyOperation) in
+    whatever test module runs next.
+    """
     try:
         from playwright.sync_api import sync_playwright  # noqa: PLC0415
     except ImportError:
