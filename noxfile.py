@@ -97,7 +97,15 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over src/cxtrace (py.typed ships with the package)."""
-    session.install("mypy>=1.10", "-e", ".[grpc]", "flask>=3", "django>=4.2", "types-requests")
+    session.install(
+        "mypy>=1.10",
+        "-e",
+        ".[grpc,cockpit]",
+        "flask>=3",
+        "django>=4.2",
+        "types-requests",
+        "types-protobuf",
+    )
     session.run("mypy")
 
 

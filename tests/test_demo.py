@@ -165,7 +165,13 @@ def test_the_cockpit_shows_enterprise_checkout_as_the_worst_slice_and_ctrl_c_sto
         ]
         if count < 10 or worst < 0.15 or worst < 2 * max(others):
             return None
-        return {"summary": summary, "shares": shares}
+        # The backend's own view of the slow pricing call; a few carts in, one or two slow
+        # ones are chance, so wait for the share to show rather than read it once.
+        last["backend"] = backend = frustrated_shares(run.api("grid?service=backend"))
+        slow, _ = backend.get(("enterprise", "checkout"), (0.0, 0))
+        if slow < 0.15:
+            return None
+        return {"summary": summary, "shares": shares, "backend": backend}
 
     seen = wait_until(
         story, timeout=45, what=lambda: f"enterprise checkout to be the worst slice; saw {last}"
@@ -181,10 +187,9 @@ def test_the_cockpit_shows_enterprise_checkout_as_the_worst_slice_and_ctrl_c_sto
     services = run.api("services")
     assert services["services"] == ["backend", "shop"]
     assert services["downstream"] == ["backend"]
-    backend = frustrated_shares(run.api("grid?service=backend"))
+    backend = seen["backend"]
     assert {segment for segment, _ in backend} == {"free", "pro", "enterprise"}, backend
     assert {step for _, step in backend} == {"checkout", "purchase"}
-    assert backend[("enterprise", "checkout")][0] >= 0.15  # the slow pricing call itself
 
     started = time.monotonic()
     run.proc.send_signal(signal.SIGINT)
