@@ -20,7 +20,7 @@ from cxtrace._core.baggage import sign
 from otlp_receiver import Receiver, SpanRecord
 
 pytest.importorskip("django")
-import test_django
+import django_server
 
 KEY = "propagation-secret"
 ALL = "flask,django,requests"
@@ -101,7 +101,7 @@ def test_a_backend_sees_which_segment_and_step_it_serves(
             "CXTRACE_JOURNEYS_FILE": journeys_file,
         },
     )
-    backend = serve(test_django.WSGI_APP)
+    backend = serve(django_server.WSGI_APP)
     shop = serve(make_upstream())
 
     response = requests.get(
