@@ -57,13 +57,6 @@ def _record_sql(sender: Any, connection: Any, **kwargs: Any) -> None:
 connection_created.connect(_record_sql)
 
 
-@pytest.fixture
-def journeys_file(tmp_path: Any) -> str:
-    path = tmp_path / "journeys.toml"
-    path.write_text(JOURNEYS)
-    return str(path)
-
-
 def server_span(otlp: Receiver, path: str) -> SpanRecord:
     otlp.wait_for(
         lambda r: any(s.kind == "SERVER" and s.attributes.get("url.path") == path for s in r.spans)

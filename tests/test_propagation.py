@@ -6,7 +6,6 @@ An upstream Flask service calls downstream services (Django, or a Flask echo) th
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -66,13 +65,6 @@ def make_upstream() -> Flask:
         )
 
     return app
-
-
-@pytest.fixture
-def journeys_file(tmp_path: Path) -> str:
-    path = tmp_path / "journeys.toml"
-    path.write_text(JOURNEYS)
-    return str(path)
 
 
 def spans_of(otlp: Receiver, kind: str, **attrs: object) -> list[SpanRecord]:
