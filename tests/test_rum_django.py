@@ -5,8 +5,6 @@ The pages are ``tests/django_project/rum_views.py``; every test runs on both ser
 
 from __future__ import annotations
 
-import json
-import re
 from typing import Any
 
 import requests
@@ -16,23 +14,11 @@ from django_server import serve_django  # noqa: F401
 
 # isort: split
 from django_project import rum_views
-from otlp_receiver import Receiver, SpanRecord
+from otlp_receiver import Receiver
+from test_rum import fetch_raw, page_loads, post, server_span, token_of
 
 UNTOUCHED = ("/rum/data/", "/rum/stream/", "/rum/gzip/", "/rum/nohead/")
 RUM_ENV = {"CXTRACE_RUM": "true", "CXTRACE_SEGMENT_HEADER": "X-Tier"}
-
-
-def server_span(otlp: Receiver, path: str) -> SpanRecord:
-    def found(r: Receiver) -> list[SpanRecord]:
-        return [s for s in r.spans if s.kind == "SERVER" and s.attributes.get("url.path") == path]
-
-    otlp.wait_for(lambda r: bool(found(r)))
-    (span,) = found(otlp)
-    return span
-
-
-def page_loads(otlp: Receiver) -> list[SpanRecord]:
-    return otlp.spans_named("browser.page_load")
 
 
 def test_a_django_page_load_becomes_a_browser_span_in_the_page_trace(
@@ -76,20 +62,16 @@ def test_the_django_endpoint_drops_bad_beacons_before_the_project_sees_them(
 ) -> None:
     instrument(otlp, env=RUM_ENV)
     html = requests.get(f"{django_server}/rum/page/", headers={"X-Tier": "free"}, timeout=5).text
-    found = re.search(r'data-cx="([^"]+)"', html)
-    assert found is not None
-    token = found.group(1)
-    url = f"{django_server}/_cxtrace/rum"
-    headers = {"Content-Type": "text/plain;charset=UTF-8"}
+    token = token_of(html)
     beacon = {"v": 1, "cx": token, "ttfb": 3, "load": 30, "end": 40}
     rum_views.SEEN.clear()
 
     forged = dict(beacon, cx=token[:-3] + ("AAA" if not token.endswith("AAA") else "BBB"))
-    assert requests.post(url, data=json.dumps(forged), headers=headers).status_code == 400
-    assert requests.post(url, data=b"x" * 5000, headers=headers).status_code == 413
-    assert requests.post(url, data=b"{nope", headers=headers).status_code == 400
-    assert requests.post(url, data=json.dumps(beacon), headers=headers).status_code == 204
-    assert requests.post(url, data=json.dumps(beacon), headers=headers).status_code == 400
+    assert post(django_server, forged) == 400
+    assert post(django_server, b"x" * 5000) == 413
+    assert post(django_server, b"{nope") == 400
+    assert post(django_server, beacon) == 204
+    assert post(django_server, beacon) == 400
     script = requests.get(f"{django_server}/_cxtrace/rum.js", timeout=5)
     assert script.status_code == 200
     assert "sendBeacon" in script.text
@@ -99,16 +81,6 @@ def test_the_django_endpoint_drops_bad_beacons_before_the_project_sees_them(
     assert page_loads(otlp)[0].attributes["cx.segment"] == "free"
     assert rum_views.SEEN == []
     assert not [s for s in otlp.spans if str(s.attributes.get("url.path")).startswith("/_c")]
-
-
-def fetch_raw(url: str) -> tuple[bytes, dict[str, str | None]]:
-    response = requests.get(url, stream=True, timeout=5)
-    body = response.raw.read(decode_content=False)
-    headers = {
-        name: response.headers.get(name)
-        for name in ("Content-Type", "Content-Length", "Content-Encoding", "Transfer-Encoding")
-    }
-    return body, headers
 
 
 def test_django_responses_that_must_not_change_are_byte_identical(
