@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Callable
 
 import pytest
@@ -72,6 +73,14 @@ def receiver_env(receiver: Receiver) -> dict[str, str]:
         OTEL_SERVICE_NAME="cxtrace-tests",
     )
     return env
+
+
+@pytest.fixture
+def journeys_file(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Path of a journeys file holding the TOML in the test module's ``JOURNEYS``."""
+    path = tmp_path / "journeys.toml"
+    path.write_text(request.module.JOURNEYS)
+    return str(path)
 
 
 Instrument = Callable[..., cxtrace.Instrumentation]

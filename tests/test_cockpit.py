@@ -47,6 +47,7 @@ from cxtrace._cli import default_cockpit_db
 from cxtrace._cockpit import Cockpit
 from cxtrace._cockpit.decode import CounterPoint, SpanSample
 from cxtrace._cockpit.store import _MIGRATIONS, SCHEMA_VERSION, SchemaError, Store
+from design_journeys import DESIGN_JOURNEYS
 from flask_app import make_app
 from otlp_receiver import GRPC_AVAILABLE
 
@@ -62,21 +63,7 @@ if GRPC_AVAILABLE:
 
 MINUTE_NS = 60 * 10**9
 REPO = Path(__file__).resolve().parent.parent
-JOURNEYS_TOML = """
-[segments]
-header = "X-Customer-Tier"
-allowed = ["free", "pro", "enterprise"]
-
-[[journeys]]
-name = "purchase"
-steps = [
-  { name = "browse",       route = "/products" },
-  { name = "view_product", route = "/products/<int:product_id>" },
-  { name = "add_to_cart",  route = "/cart", method = "POST" },
-  { name = "checkout",     route = "/checkout", apdex_threshold_ms = 1000 },
-  { name = "purchase",     route = "/orders", method = "POST", conversion = true },
-]
-"""
+JOURNEYS = DESIGN_JOURNEYS  # what the journeys_file fixture writes
 
 
 @pytest.fixture
@@ -276,10 +263,8 @@ def test_spans_give_reasons_examples_thresholds_and_conversion_value(
 
 
 def test_flask_app_instrumented_by_cxtrace_shows_exact_counts(
-    cockpit: Cockpit, instrument: Any, serve: Any, tmp_path: Path
+    cockpit: Cockpit, instrument: Any, serve: Any, journeys_file: str
 ) -> None:
-    journeys = tmp_path / "journeys.toml"
-    journeys.write_text(JOURNEYS_TOML)
 
     class Target:  # what the `instrument` fixture needs of a receiver
         def env(self) -> dict[str, str]:
@@ -288,7 +273,7 @@ def test_flask_app_instrumented_by_cxtrace_shows_exact_counts(
                 "OTEL_EXPORTER_OTLP_ENDPOINT": cockpit.otlp_http_endpoint,
             }
 
-    handle = instrument(Target(), env={"CXTRACE_JOURNEYS_FILE": str(journeys)})
+    handle = instrument(Target(), env={"CXTRACE_JOURNEYS_FILE": journeys_file})
     base = serve(make_app())
     sent = {"free": 5, "pro": 3, "enterprise": 4}
     with requests.Session() as session:

@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 import cxtrace
-import test_django
+import django_server
 from flask_app import make_app
 from otlp_receiver import Receiver
 from test_propagation import ALL, KEY, make_upstream, spans_of
@@ -149,7 +149,7 @@ def test_django_one_server_span_enriched_by_cxtrace_in_either_order(
         if server == "wsgi":
             base = serve(WSGIHandler())
         else:
-            runner = test_django._Uvicorn(ASGIHandler())
+            runner = django_server.Uvicorn(ASGIHandler())
             base = f"http://127.0.0.1:{runner.start_and_wait()}"
         assert requests.get(f"{base}/products/4/", headers={"X-Tier": "pro"}).text == "product 4"
         assert requests.get(f"{base}/boom/").status_code == 500

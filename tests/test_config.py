@@ -14,6 +14,7 @@ from cxtrace._core import config
 from cxtrace._core.config import VARIABLES, Settings, describe, load_settings
 from cxtrace._core.errors import ConfigError
 from cxtrace._core.journeys import Journey, Step, StepMatcher
+from design_journeys import DESIGN_JOURNEYS
 
 
 def load(env: dict[str, str] | None = None, **kwargs: Any) -> Settings:
@@ -618,25 +619,7 @@ def test_a_journeys_keyword_that_is_not_a_list_of_journeys_is_a_config_error(val
 
 # --------------------------------------------------------------------------- journeys file
 
-# design.md section 3, verbatim: its last step spans two lines inside an inline table, which
-# is TOML 1.1 (tomli >= 2.4 reads it; the stdlib tomllib of Python 3.11-3.13 does not).
-DESIGN_EXAMPLE = """\
-apdex_threshold_ms = 500
-[segments]
-header = "X-Customer-Tier"
-allowed = ["free", "pro", "enterprise"]
-
-[[journeys]]
-name = "purchase"
-steps = [
-  { name = "browse",       route = "/products" },
-  { name = "view_product", route = "/products/<int:product_id>" },
-  { name = "add_to_cart",  route = "/cart", method = "POST" },
-  { name = "checkout",     route = "/checkout", apdex_threshold_ms = 1000 },
-  { name = "purchase",     route = "/orders", method = "POST", conversion = true,
-    apdex_threshold_ms = 2000 },
-]
-"""
+DESIGN_EXAMPLE = DESIGN_JOURNEYS  # design.md section 3, verbatim (TOML 1.1)
 
 # The same file in TOML 1.0: one inline table per line.
 DESIGN_EXAMPLE_TOML_1_0 = DESIGN_EXAMPLE.replace(

@@ -8,46 +8,27 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import socket
-import tempfile
-import threading
-import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 import requests
 
-pytest.importorskip("django")
-uvicorn = pytest.importorskip("uvicorn")
+# First, as it sets Django up; it also brings the django_server fixture.
+from django_server import serve_django  # noqa: F401
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "django_project.settings")
-os.environ.setdefault("TESTS_DJANGO_DB", os.path.join(tempfile.mkdtemp(), "db.sqlite3"))
+# isort: split
+from django.contrib.auth.models import User
+from django.core.handlers import exception
+from django.core.handlers.asgi import ASGIHandler
+from django.core.handlers.base import BaseHandler
+from django.core.handlers.wsgi import WSGIHandler
+from django.db.backends.signals import connection_created
 
-import django  # noqa: E402
-
-django.setup()
-
-from django.contrib.auth.models import User  # noqa: E402
-from django.core.asgi import get_asgi_application  # noqa: E402
-from django.core.handlers import exception  # noqa: E402
-from django.core.handlers.asgi import ASGIHandler  # noqa: E402
-from django.core.handlers.base import BaseHandler  # noqa: E402
-from django.core.handlers.wsgi import WSGIHandler  # noqa: E402
-from django.core.management import call_command  # noqa: E402
-from django.core.wsgi import get_wsgi_application  # noqa: E402
-from django.db.backends.signals import connection_created  # noqa: E402
-from werkzeug.serving import make_server  # noqa: E402
-
-import cxtrace  # noqa: E402
-from django_project import views  # noqa: E402
-from otlp_receiver import Receiver, SpanRecord  # noqa: E402
-
-call_command("migrate", verbosity=0)
-WSGI_APP = get_wsgi_application()  # built before instrument(): handlers are patched per class
-ASGI_APP = get_asgi_application()
+import cxtrace
+from django_project import views
+from otlp_receiver import Receiver, SpanRecord
 
 JOURNEYS = """
 [segments]
@@ -74,52 +55,6 @@ def _record_sql(sender: Any, connection: Any, **kwargs: Any) -> None:
 
 
 connection_created.connect(_record_sql)
-
-
-class _Uvicorn(threading.Thread):
-    def __init__(self, app: Any) -> None:
-        super().__init__(daemon=True)
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_level="warning")
-        self.server = uvicorn.Server(config)
-
-    def run(self) -> None:
-        self.server.run()
-
-    def start_and_wait(self) -> int:
-        self.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:  # uvicorn's own readiness flag
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.005)
-        return int(self.server.servers[0].sockets[0].getsockname()[1])
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.join(timeout=10)
-
-
-@pytest.fixture(params=["django-wsgi", "django-asgi"])
-def django_server(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Base URL of the Django project served over WSGI (werkzeug) or ASGI (uvicorn)."""
-    if request.param == "django-wsgi":
-        server = make_server("127.0.0.1", 0, WSGI_APP, threaded=True)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        yield f"http://127.0.0.1:{server.server_port}"
-        server.shutdown()
-        thread.join(timeout=5)
-    else:
-        runner = _Uvicorn(ASGI_APP)
-        port = runner.start_and_wait()
-        yield f"http://127.0.0.1:{port}"
-        runner.stop()
-
-
-@pytest.fixture
-def journeys_file(tmp_path: Any) -> str:
-    path = tmp_path / "journeys.toml"
-    path.write_text(JOURNEYS)
-    return str(path)
 
 
 def server_span(otlp: Receiver, path: str) -> SpanRecord:

@@ -7,7 +7,6 @@ import hmac
 import logging
 import sys
 import threading
-from pathlib import Path
 from typing import Any
 
 import flask
@@ -22,35 +21,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 import cxtrace
+from design_journeys import DESIGN_JOURNEYS
 from flask_app import make_app
 from otlp_receiver import Receiver, SpanRecord
 
-JOURNEYS_TOML = """
-apdex_threshold_ms = 500
-[segments]
-header = "X-Customer-Tier"
-allowed = ["free", "pro", "enterprise"]
-
-[[journeys]]
-name = "purchase"
-steps = [
-  { name = "browse",       route = "/products" },
-  { name = "view_product", route = "/products/<int:product_id>" },
-  { name = "add_to_cart",  route = "/cart", method = "POST" },
-  { name = "checkout",     route = "/checkout", apdex_threshold_ms = 1000 },
-  { name = "purchase",     route = "/orders", method = "POST", conversion = true,
-    apdex_threshold_ms = 2000 },
-]
-"""
-
+JOURNEYS = DESIGN_JOURNEYS  # what the journeys_file fixture writes
 APP_BEFORE_INSTRUMENT = make_app()  # built at import, long before any instrument() call
-
-
-@pytest.fixture
-def journeys_file(tmp_path: Path) -> str:
-    path = tmp_path / "journeys.toml"
-    path.write_text(JOURNEYS_TOML)
-    return str(path)
 
 
 def only_server_span(otlp: Receiver, path: str) -> SpanRecord:

@@ -275,18 +275,18 @@ def corpus_requests(path: str) -> list[bytes]:
 def django_bases() -> Any:
     """Django's test project over WSGI (werkzeug) and ASGI (uvicorn), started on demand."""
     pytest.importorskip("django")
-    import test_django  # noqa: PLC0415 - sets Django up once per process, with its servers
+    import django_server  # noqa: PLC0415 - sets Django up once per process
 
     servers: list[Any] = []
 
     def start() -> list[str]:
         from werkzeug.serving import make_server  # noqa: PLC0415
 
-        wsgi = make_server("127.0.0.1", 0, test_django.WSGI_APP, threaded=True)
+        wsgi = make_server("127.0.0.1", 0, django_server.WSGI_APP, threaded=True)
         thread = threading.Thread(target=wsgi.serve_forever, daemon=True)
         thread.start()
         servers.append(("wsgi", wsgi, thread))
-        asgi = test_django._Uvicorn(test_django.ASGI_APP)
+        asgi = django_server.Uvicorn(django_server.ASGI_APP)
         port = asgi.start_and_wait()
         servers.append(("asgi", asgi, None))
         return [

@@ -69,7 +69,7 @@ def front_end(backend: str) -> Flask:
 def test_no_secret_reaches_the_collector_over_either_protocol(
     otlp_any: Receiver, instrument: Any, serve: Any
 ) -> None:
-    import test_django  # noqa: PLC0415 - sets Django up (tests/django_project)
+    import django_server  # noqa: PLC0415 - sets Django up (tests/django_project)
 
     handle = instrument(
         otlp_any,
@@ -78,7 +78,7 @@ def test_no_secret_reaches_the_collector_over_either_protocol(
             "CXTRACE_USER_HASH_KEY": HASH_KEY,
         },
     )
-    backend = serve(test_django.WSGI_APP)
+    backend = serve(django_server.WSGI_APP)
     front = serve(front_end(backend))
 
     response = requests.post(

@@ -6,7 +6,6 @@ An upstream Flask service calls downstream services (Django, or a Flask echo) th
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +19,7 @@ from cxtrace._core.baggage import sign
 from otlp_receiver import Receiver, SpanRecord
 
 pytest.importorskip("django")
-import test_django
+import django_server
 
 KEY = "propagation-secret"
 ALL = "flask,django,requests"
@@ -68,13 +67,6 @@ def make_upstream() -> Flask:
     return app
 
 
-@pytest.fixture
-def journeys_file(tmp_path: Path) -> str:
-    path = tmp_path / "journeys.toml"
-    path.write_text(JOURNEYS)
-    return str(path)
-
-
 def spans_of(otlp: Receiver, kind: str, **attrs: object) -> list[SpanRecord]:
     """Spans of ``kind`` with ``attrs``; CLIENT ones only from inside a served request.
 
@@ -101,7 +93,7 @@ def test_a_backend_sees_which_segment_and_step_it_serves(
             "CXTRACE_JOURNEYS_FILE": journeys_file,
         },
     )
-    backend = serve(test_django.WSGI_APP)
+    backend = serve(django_server.WSGI_APP)
     shop = serve(make_upstream())
 
     response = requests.get(

@@ -13,7 +13,6 @@ import json
 import logging
 import re
 import secrets
-from pathlib import Path
 from typing import Any
 
 import flask
@@ -140,13 +139,6 @@ def make_app() -> flask.Flask:
         return NO_HEAD_HTML
 
     return app
-
-
-@pytest.fixture
-def journeys_file(tmp_path: Path) -> str:
-    path = tmp_path / "journeys.toml"
-    path.write_text(JOURNEYS)
-    return str(path)
 
 
 @pytest.fixture

@@ -5,90 +5,20 @@ The pages are ``tests/django_project/rum_views.py``; every test runs on both ser
 
 from __future__ import annotations
 
-import json
-import os
-import re
-import tempfile
-import threading
-import time
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 import requests
 
-pytest.importorskip("django")
-uvicorn = pytest.importorskip("uvicorn")
+# First, as it sets Django up; it also brings the django_server fixture.
+from django_server import serve_django  # noqa: F401
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "django_project.settings")
-os.environ.setdefault("TESTS_DJANGO_DB", os.path.join(tempfile.mkdtemp(), "db.sqlite3"))
+# isort: split
+from django_project import rum_views
+from otlp_receiver import Receiver
+from test_rum import fetch_raw, page_loads, post, server_span, token_of
 
-import django  # noqa: E402
-
-django.setup()
-
-from django.core.asgi import get_asgi_application  # noqa: E402
-from django.core.wsgi import get_wsgi_application  # noqa: E402
-from werkzeug.serving import make_server  # noqa: E402
-
-from django_project import rum_views  # noqa: E402
-from otlp_receiver import Receiver, SpanRecord  # noqa: E402
-
-WSGI_APP = get_wsgi_application()
-ASGI_APP = get_asgi_application()
 UNTOUCHED = ("/rum/data/", "/rum/stream/", "/rum/gzip/", "/rum/nohead/")
 RUM_ENV = {"CXTRACE_RUM": "true", "CXTRACE_SEGMENT_HEADER": "X-Tier"}
-
-
-class _Uvicorn(threading.Thread):
-    def __init__(self, app: Any) -> None:
-        super().__init__(daemon=True)
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_level="warning")
-        self.server = uvicorn.Server(config)
-
-    def run(self) -> None:
-        self.server.run()
-
-    def start_and_wait(self) -> int:
-        self.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:  # uvicorn's own readiness flag
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.005)
-        return int(self.server.servers[0].sockets[0].getsockname()[1])
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.join(timeout=10)
-
-
-@pytest.fixture(params=["django-wsgi", "django-asgi"])
-def django_server(request: pytest.FixtureRequest) -> Iterator[str]:
-    if request.param == "django-wsgi":
-        server = make_server("127.0.0.1", 0, WSGI_APP, threaded=True)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        yield f"http://127.0.0.1:{server.server_port}"
-        server.shutdown()
-        thread.join(timeout=5)
-    else:
-        runner = _Uvicorn(ASGI_APP)
-        port = runner.start_and_wait()
-        yield f"http://127.0.0.1:{port}"
-        runner.stop()
-
-
-def server_span(otlp: Receiver, path: str) -> SpanRecord:
-    def found(r: Receiver) -> list[SpanRecord]:
-        return [s for s in r.spans if s.kind == "SERVER" and s.attributes.get("url.path") == path]
-
-    otlp.wait_for(lambda r: bool(found(r)))
-    (span,) = found(otlp)
-    return span
-
-
-def page_loads(otlp: Receiver) -> list[SpanRecord]:
-    return otlp.spans_named("browser.page_load")
 
 
 def test_a_django_page_load_becomes_a_browser_span_in_the_page_trace(
@@ -132,20 +62,16 @@ def test_the_django_endpoint_drops_bad_beacons_before_the_project_sees_them(
 ) -> None:
     instrument(otlp, env=RUM_ENV)
     html = requests.get(f"{django_server}/rum/page/", headers={"X-Tier": "free"}, timeout=5).text
-    found = re.search(r'data-cx="([^"]+)"', html)
-    assert found is not None
-    token = found.group(1)
-    url = f"{django_server}/_cxtrace/rum"
-    headers = {"Content-Type": "text/plain;charset=UTF-8"}
+    token = token_of(html)
     beacon = {"v": 1, "cx": token, "ttfb": 3, "load": 30, "end": 40}
     rum_views.SEEN.clear()
 
     forged = dict(beacon, cx=token[:-3] + ("AAA" if not token.endswith("AAA") else "BBB"))
-    assert requests.post(url, data=json.dumps(forged), headers=headers).status_code == 400
-    assert requests.post(url, data=b"x" * 5000, headers=headers).status_code == 413
-    assert requests.post(url, data=b"{nope", headers=headers).status_code == 400
-    assert requests.post(url, data=json.dumps(beacon), headers=headers).status_code == 204
-    assert requests.post(url, data=json.dumps(beacon), headers=headers).status_code == 400
+    assert post(django_server, forged) == 400
+    assert post(django_server, b"x" * 5000) == 413
+    assert post(django_server, b"{nope") == 400
+    assert post(django_server, beacon) == 204
+    assert post(django_server, beacon) == 400
     script = requests.get(f"{django_server}/_cxtrace/rum.js", timeout=5)
     assert script.status_code == 200
     assert "sendBeacon" in script.text
@@ -155,16 +81,6 @@ def test_the_django_endpoint_drops_bad_beacons_before_the_project_sees_them(
     assert page_loads(otlp)[0].attributes["cx.segment"] == "free"
     assert rum_views.SEEN == []
     assert not [s for s in otlp.spans if str(s.attributes.get("url.path")).startswith("/_c")]
-
-
-def fetch_raw(url: str) -> tuple[bytes, dict[str, str | None]]:
-    response = requests.get(url, stream=True, timeout=5)
-    body = response.raw.read(decode_content=False)
-    headers = {
-        name: response.headers.get(name)
-        for name in ("Content-Type", "Content-Length", "Content-Encoding", "Transfer-Encoding")
-    }
-    return body, headers
 
 
 def test_django_responses_that_must_not_change_are_byte_identical(

@@ -123,6 +123,16 @@ def _beacon_status(  # noqa: PLR0917 - one request's parts, from WSGI or ASGI al
     return status
 
 
+def _beacon_headers(status: int) -> list[tuple[str, str]]:
+    """Headers of the (empty) answer to a beacon request, over WSGI or ASGI alike."""
+    headers = [("Cache-Control", "no-store")]
+    if status == 405:
+        headers.append(("Allow", "POST"))
+    if status != 204:
+        headers.append(("Content-Length", "0"))
+    return headers
+
+
 # --------------------------------------------------------------------------- WSGI
 
 
@@ -166,11 +176,7 @@ def _wsgi_endpoint(
                 _read_wsgi(environ),
                 environ.get("HTTP_USER_AGENT"),
             )
-            headers = [("Cache-Control", "no-store")]
-            if status == 405:
-                headers.append(("Allow", "POST"))
-            if status != 204:
-                headers.append(("Content-Length", "0"))
+            headers = _beacon_headers(status)
             body = b""
         start_response(f"{status} {_REASONS.get(status, 'Error')}", headers)
         return [body] if body else []
@@ -246,11 +252,7 @@ async def _answer_asgi(
             lambda length: received,
             _header(scope, b"user-agent"),
         )
-        headers = [("Cache-Control", "no-store")]
-        if status == 405:
-            headers.append(("Allow", "POST"))
-        if status != 204:
-            headers.append(("Content-Length", "0"))
+        headers = _beacon_headers(status)
         body = b""
     await send(
         {
