@@ -265,6 +265,25 @@ def test_a_page_load_becomes_a_browser_span_in_the_page_trace(
     assert otlp.metric_total("cx.requests", **{"http.route": "/shop"}) == 1  # the page only
 
 
+# The longest interaction the browser itself reports (event timing and first input), waiting
+# up to 2 s for the 80 ms click. Headless Chromium sometimes reports no event-timing entry
+# for a click at all (seen about one run in three on a loaded machine; the handler did run):
+# then the script can only send what the browser gave it.
+BROWSER_INP = """() => new Promise((resolve) => {
+  let longest = 0;
+  const seen = (list) => {
+    for (const e of list.getEntries()) {
+      const counts = e.entryType === 'first-input' || e.interactionId;
+      if (counts && e.duration > longest) longest = e.duration;
+    }
+    if (longest >= 80) resolve(longest);
+  };
+  new PerformanceObserver(seen).observe({ type: 'event', buffered: true, durationThreshold: 16 });
+  new PerformanceObserver(seen).observe({ type: 'first-input', buffered: true });
+  setTimeout(() => resolve(longest), 2000);
+})"""
+
+
 def test_pages_under_a_strict_csp_still_work_and_report(
     otlp: Receiver, instrument: Any, serve: Any, page: Any, rum_env: dict[str, str]
 ) -> None:
@@ -277,6 +296,10 @@ def test_pages_under_a_strict_csp_still_work_and_report(
     assert page.title() == "app script ran"
     page.wait_for_selector("#banner", state="attached")  # it shifted the layout
     page.click("#slow")
+    # The browser hands event-timing entries to observers after the next paint; leaving the
+    # page at once can beat that (a real visitor's last click is lost the same way), so wait
+    # until an observer of our own has the slow interaction: the script's has it too.
+    browser_inp = float(page.evaluate(BROWSER_INP))
     page.goto(f"{base}/csp-nonce")  # leaving /csp-self sends its beacon
     assert page.title() == "inline ran"
     page.goto("about:blank")  # and leaving /csp-nonce sends its own
@@ -296,7 +319,10 @@ def test_pages_under_a_strict_csp_still_work_and_report(
         s.attributes for s in page_loads(otlp) if s.attributes["url.path"] == "/csp-self"
     ]
     assert measured["cx.rum.js_errors"] == 2
-    assert float(measured["cx.rum.inp_ms"]) >= 80  # type: ignore[arg-type]
+    if browser_inp >= 80:  # the browser measured the slow click: so did the script
+        assert float(measured["cx.rum.inp_ms"]) >= 80  # type: ignore[arg-type]
+    else:  # it did not: the script sends what it had, and invents nothing
+        assert float(measured.get("cx.rum.inp_ms", 0.0)) <= max(browser_inp, 0.0) + 1  # type: ignore[arg-type]
     assert float(measured["cx.rum.cls"]) > 0  # type: ignore[arg-type]
 
 
