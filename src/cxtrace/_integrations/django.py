@@ -139,8 +139,10 @@ def instrument_django(recorder: Recorder, patcher: Patcher) -> str:
                 state.adopt_current_span()  # contrib's middleware started it by now
         match = wrapped(*args, **kwargs)  # raises Resolver404: then there is no route
         if state is not None and args:
-            with _RESOLVE:
+            try:  # a guard as ``try`` on this per-request path (see cxtrace._guard)
                 state.resolve(route_of(match), args[0])
+            except Exception as exc:  # noqa: BLE001 - a guard
+                _RESOLVE.swallow(exc)
         return match
 
     def inner_response(
@@ -166,8 +168,10 @@ def instrument_django(recorder: Recorder, patcher: Patcher) -> str:
         response = wrapped(*args, **kwargs)
         state = current_request()
         if state is not None and args:
-            with _DISPATCHED:
+            try:  # a guard as ``try`` on this per-request path (see cxtrace._guard)
                 state.dispatched(args[0], cached_user_pk)
+            except Exception as exc:  # noqa: BLE001 - a guard
+                _DISPATCHED.swallow(exc)
         return response
 
     def get_response_async(

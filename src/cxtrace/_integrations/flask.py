@@ -53,23 +53,28 @@ def instrument_flask(recorder: Recorder, patcher: Patcher) -> str:
         state = current_request()
         if state is None:
             return wrapped(*args, **kwargs)
+        # Guards as ``try`` on this per-request path (see cxtrace._guard).
         request = None
-        with _RESOLVE:
+        try:
             request = cast("Any", flask.request)._get_current_object()
             rule = request.url_rule
             state.resolve(rule.rule if rule is not None else None, request)
+        except Exception as exc:  # noqa: BLE001 - a guard
+            _RESOLVE.swallow(exc)
         response = None
         try:
             response = wrapped(*args, **kwargs)
             return response
         finally:
-            with _DISPATCHED:
+            try:
                 if request is not None:
                     state.dispatched(request)
                 if response is not None and state.deferred:
                     # contrib ends its span at teardown, before the body is sent
                     state.adopt_current_span()
                     state.hand_over(int(getattr(response, "status_code", 0) or 0))
+            except Exception as exc:  # noqa: BLE001 - a guard
+                _DISPATCHED.swallow(exc)
 
     def handle_exception(
         wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]

@@ -94,24 +94,31 @@ class WatchedBody:
         # generator, stream_with_context) still sees its request: spans it starts are
         # children of the server span and set_segment()/mark_conversion() still count.
         # Entered per chunk, not across yields: the server owns the thread between chunks.
+        # Guards as ``try`` (see cxtrace._guard): this runs twice per request at least.
         state = self._state
         chunks = iter(self._body)
         while True:
             tokens = None
-            with _ENTER:
+            try:
                 tokens = state.enter()
+            except Exception as exc:  # noqa: BLE001 - a guard
+                _ENTER.swallow(exc)
             try:
                 chunk = next(chunks)  # the host's code
             except StopIteration:
                 return
             except Exception as exc:
-                with _FAIL:
+                try:
                     state.fail(exc)
+                except Exception as own:  # noqa: BLE001 - a guard
+                    _FAIL.swallow(own)
                 raise
             finally:
                 if tokens is not None:
-                    with _ENTER:
+                    try:
                         state.leave(tokens)
+                    except Exception as exc:  # noqa: BLE001 - a guard
+                        _ENTER.swallow(exc)
             yield chunk
 
     def close(self) -> None:
@@ -120,8 +127,10 @@ class WatchedBody:
             if close is not None:
                 close()  # the host's code: its exceptions are its own
         finally:
-            with _FINISH:
+            try:
                 self._state.finish()
+            except Exception as exc:  # noqa: BLE001 - a guard
+                _FINISH.swallow(exc)
 
 
 def traced_wsgi_call(
@@ -133,15 +142,20 @@ def traced_wsgi_call(
     defer_span: bool = False,
 ) -> Iterable[bytes]:
     """Run one WSGI call traced: begin, the app, then watch the body until close()."""
+    # Guards as ``try`` where they run on every request (see cxtrace._guard).
     state = None
-    with _START:
+    try:
         state = recorder.begin(WsgiView(environ), defer_span=defer_span)
+    except Exception as exc:  # noqa: BLE001 - a guard
+        _START.swallow(exc)
     if state is None:  # excluded, nested, disabled, or our start failed
         return wrapped(environ, start_response)
 
     def traced_start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
-        with _STATUS:
+        try:
             state.status = int(status[:3])
+        except Exception as exc:  # noqa: BLE001 - a guard
+            _STATUS.swallow(exc)
         if exc_info is None:
             return start_response(status, headers)
         return start_response(status, headers, exc_info)
@@ -159,7 +173,9 @@ def traced_wsgi_call(
             state.detach()
             state.finish()
         raise
-    with _FINISH:
+    try:
         state.detach()
         return WatchedBody(body, state)
+    except Exception as exc:  # noqa: BLE001 - a guard
+        _FINISH.swallow(exc)
     return body  # reached only if wrapping failed: the body is still the app's own

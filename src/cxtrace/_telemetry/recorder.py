@@ -700,10 +700,12 @@ class CxSpanProcessor(SpanProcessor):
         self._is_active = is_active
 
     def on_start(self, span: SdkSpan, parent_context: Optional[Context] = None) -> None:
-        with _SPAN_START:
+        try:  # a guard as ``try``: this runs for every span (see cxtrace._guard)
             state = _current.get()
             if state is not None and state.span is not span and self._is_active():
                 span.set_attributes(state.cx_attributes())
+        except Exception as exc:  # noqa: BLE001 - a guard
+            _SPAN_START.swallow(exc)
 
     def on_end(self, span: ReadableSpan) -> None:
         return None
