@@ -42,26 +42,22 @@ class WsgiView:
         return value if isinstance(value, str) else None
 
     @property
-    def server_address(self) -> Optional[str]:
-        host = self._environ.get("HTTP_HOST")
+    def server(self) -> tuple[Optional[str], Optional[int]]:
+        """(server.address, server.port): from ``Host``, else SERVER_NAME / SERVER_PORT."""
+        environ = self._environ
+        host = environ.get("HTTP_HOST")
+        address: Optional[str]
+        port: Any
         if isinstance(host, str) and host:
-            return split_host(host)[0]
-        return self._environ.get("SERVER_NAME") or None
-
-    @property
-    def server_port(self) -> Optional[int]:
-        host = self._environ.get("HTTP_HOST")
-        port: Any = None
-        if isinstance(host, str) and host:
-            port = split_host(host)[1]
+            address, port = split_host(host)
         else:
-            port = self._environ.get("SERVER_PORT")
+            address, port = environ.get("SERVER_NAME") or None, environ.get("SERVER_PORT")
         if port is None:
-            return 443 if self.scheme == "https" else 80
+            return address, 443 if self.scheme == "https" else 80
         try:
-            return int(port)
+            return address, int(port)
         except ValueError:
-            return None
+            return address, None
 
     @property
     def client_address(self) -> Optional[str]:

@@ -26,12 +26,15 @@ from typing import Any, Callable, Final, NamedTuple, Optional, Protocol, Union
 
 from opentelemetry import baggage, propagate, trace
 from opentelemetry import context as otel_context
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
 from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from cxtrace._core.apdex import Outcome, classify
 from cxtrace._core.baggage import CX_KEYS, SIG_KEY, inbound_cx
@@ -67,10 +70,8 @@ class ServerRequest(RequestView, Protocol):
     """What a server integration tells the recorder about a request."""
 
     @property
-    def server_address(self) -> Optional[str]: ...
-
-    @property
-    def server_port(self) -> Optional[int]: ...
+    def server(self) -> tuple[Optional[str], Optional[int]]:
+        """(server.address, server.port), worked out together: one ``Host`` parse."""
 
     @property
     def client_address(self) -> Optional[str]: ...
@@ -102,10 +103,24 @@ class _ViewGetter(Getter[RequestView]):
 
 
 _GETTER: Final = _ViewGetter()
+_W3C_PROPAGATORS: Final = (TraceContextTextMapPropagator, W3CBaggagePropagator)
 _BAGGAGE_KEYS: Final = (*CX_KEYS, SIG_KEY)
 _RESOLVE_SEGMENT = Guard("segment resolver")
 _RESOLVE_USER = Guard("user resolver")
 _SPAN_START = Guard("span processor")
+
+
+def _reads_only_w3c(textmap: object) -> bool:
+    """Whether this propagator reads nothing but ``traceparent``/``tracestate``/``baggage``.
+
+    Only OpenTelemetry's own classes count (exact types: a subclass may read more).
+    """
+    if type(textmap) in _W3C_PROPAGATORS:
+        return True
+    if type(textmap) is CompositePropagator:
+        inner = getattr(textmap, "_propagators", None)  # not public: anything else, no shortcut
+        return isinstance(inner, (list, tuple)) and all(type(p) in _W3C_PROPAGATORS for p in inner)
+    return False
 
 
 def exception_type(exc: BaseException) -> str:
@@ -138,6 +153,8 @@ class Recorder:
         self.inbound_key = settings.propagation_key
         self.trust_inbound = settings.trust_inbound_baggage
         self.reads_inbound = self.inbound_key is not None or self.trust_inbound
+        self._textmap: object = None  # the global propagator last seen by _extract
+        self._textmap_w3c_only = False
 
     def bind(self, tracer_provider: Any, meter_provider: Any) -> None:
         """(Re)take the tracer and instruments from these providers.
@@ -185,24 +202,24 @@ class Recorder:
         """
         if not self.active:
             return None
-        if self.excluded is not None and self.excluded.search(view.path):
+        path = view.path
+        if self.excluded is not None and self.excluded.search(path):
             return None
         if _current.get() is not None:  # an app mounted inside a traced app: one request
             return None
         raw_method = view.method
         method = raw_method if raw_method in HTTP_METHODS else sc.OTHER_METHOD
+        scheme = view.scheme
         segment = UNKNOWN
         if self.segment_header_key is not None:
             segment = self.segments.admit(view.header(self.segment_header_key))
 
-        state = RequestState(self, method, view.path, view.scheme)
-        existing = trace.get_current_span()
+        state = RequestState(self, method, path, scheme)
+        current = otel_context.get_current()
+        existing = trace.get_current_span(current)
         enrich = existing.is_recording() and getattr(existing, "kind", None) is SpanKind.SERVER
-        if enrich or defer_span:
-            parent = otel_context.get_current()
-        else:
-            parent = propagate.extract(view, getter=_GETTER)
         raw_baggage = view.header("HTTP_BAGGAGE")
+        parent = current if enrich or defer_span else self._extract(view, raw_baggage)
         if raw_baggage is not None and "cx." in raw_baggage:
             parent = self._take_inbound_cx(state, raw_baggage, parent)
             if segment == UNKNOWN and state.upstream_segment is not None:
@@ -219,10 +236,12 @@ class Recorder:
             state.deferred = True
             state.start_wall_ns = time.time_ns()
         else:
+            # Everything known now goes into start_span (samplers see it; the SDK cleans
+            # one mapping); finish() adds the rest in one set_attributes call.
             attributes: dict[str, Union[str, int]] = {
                 sc.HTTP_REQUEST_METHOD: method,
-                sc.URL_PATH: view.path,
-                sc.URL_SCHEME: view.scheme,
+                sc.URL_PATH: path,
+                sc.URL_SCHEME: scheme,
                 sc.CX_SEGMENT: segment,
             }
             if method is sc.OTHER_METHOD:
@@ -231,14 +250,15 @@ class Recorder:
             query = view.query
             if query:
                 attributes[sc.URL_QUERY] = redact_query(query)
-            address, port = view.server_address, view.server_port
+            address, port = view.server
             if address:
                 attributes[sc.SERVER_ADDRESS] = address
             if port:
                 attributes[sc.SERVER_PORT] = port
-            client, agent = view.client_address, view.user_agent
+            client = view.client_address
             if client:
                 attributes[sc.CLIENT_ADDRESS] = client
+            agent = view.user_agent
             if agent:
                 attributes[sc.USER_AGENT_ORIGINAL] = agent
             protocol = view.protocol_version
@@ -246,17 +266,38 @@ class Recorder:
                 attributes[sc.NETWORK_PROTOCOL_VERSION] = protocol
                 state.protocol_version = protocol
             span = self.tracer.start_span(
-                sc.span_method(method),
+                "HTTP" if method is sc.OTHER_METHOD else method,  # sc.span_method, inlined
                 context=parent,
                 kind=SpanKind.SERVER,
                 attributes=attributes,
             )
             state.span = span
+            state.span_segment = segment
             state.recording = span.is_recording()
-            state.context = trace.set_span_in_context(span, parent)
-            state.otel_token = otel_context.attach(state.context)
+            context = state.context = trace.set_span_in_context(span, parent)
+            state.otel_token = otel_context.attach(context)
         state.token = _current.set(state)
         return state
+
+    def _extract(self, view: ServerRequest, raw_baggage: Optional[str]) -> Context:
+        """The remote parent, as ``propagate.extract`` finds it.
+
+        With OpenTelemetry's default propagators (W3C trace context and baggage) and
+        neither header in the request, that is an empty Context: returned without
+        calling the propagators. Checked against the global propagator per request
+        (by identity; it may be replaced after ``instrument()``).
+        """
+        textmap = propagate.get_global_textmap()
+        if textmap is not self._textmap:
+            self._textmap_w3c_only = _reads_only_w3c(textmap)
+            self._textmap = textmap
+        if (
+            self._textmap_w3c_only
+            and raw_baggage is None
+            and view.header("HTTP_TRACEPARENT") is None
+        ):
+            return Context()
+        return textmap.extract(view, getter=_GETTER)
 
     def _take_inbound_cx(self, state: RequestState, raw: str, parent: Context) -> Context:
         """Use inbound CX baggage only when it verifies (or is trusted); never relay it.
@@ -314,6 +355,7 @@ class RequestState:
         "segment",
         "segment_from_code",
         "span",
+        "span_segment",
         "span_written",
         "start_ns",
         "start_wall_ns",
@@ -333,6 +375,7 @@ class RequestState:
         self.path = path
         self.scheme = scheme
         self.span: Any = None
+        self.span_segment: Optional[str] = None  # the cx.segment the span got at its start
         self.owns_span = True
         self.recording = False
         self.otel_token: Optional[Token[Context]] = None
@@ -608,8 +651,9 @@ class RequestState:
             sc.CX_SATISFACTION: outcome.satisfaction,
             sc.CX_SATISFACTION_SCORE: outcome.score,
             sc.CX_CONVERSION: verdict.converted,
-            sc.CX_SEGMENT: self.segment,
         }
+        if self.segment != self.span_segment:  # set_segment() or a resolver changed it
+            attrs[sc.CX_SEGMENT] = self.segment
         if outcome.reason is not None:
             attrs[sc.CX_FRUSTRATION_REASON] = outcome.reason
         if step is not None:
