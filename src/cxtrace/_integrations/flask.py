@@ -15,7 +15,7 @@ was replaced by middleware are covered alike:
 from __future__ import annotations
 
 import logging
-from typing import Any, cast
+from typing import Any
 
 from cxtrace._guard import Guard
 from cxtrace._integrations.versions import require
@@ -38,6 +38,7 @@ def instrument_flask(recorder: Recorder, patcher: Patcher) -> str:
     import flask  # noqa: PLC0415 - the framework is optional
 
     found, _ = require("flask", MIN_VERSION, "Flask")
+    request_proxy: Any = flask.request  # a LocalProxy; typed as the Request it stands for
 
     def call(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if kwargs or len(args) != 2:
@@ -56,7 +57,7 @@ def instrument_flask(recorder: Recorder, patcher: Patcher) -> str:
         # Guards as ``try`` on this per-request path (see cxtrace._guard).
         request = None
         try:
-            request = cast("Any", flask.request)._get_current_object()
+            request = request_proxy._get_current_object()
             rule = request.url_rule
             state.resolve(rule.rule if rule is not None else None, request)
         except Exception as exc:  # noqa: BLE001 - a guard

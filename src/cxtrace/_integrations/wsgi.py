@@ -24,18 +24,38 @@ _ENTER = Guard("wsgi.body_context")
 
 
 class WsgiView:
-    """A :class:`~cxtrace._telemetry.recorder.ServerRequest` over a WSGI environ."""
+    """A :class:`~cxtrace._telemetry.recorder.ServerRequest` over a WSGI environ.
 
-    __slots__ = ("_environ", "method", "path", "query", "scheme")
+    Plain fields read once here (C-level dict lookups) rather than properties: each
+    property read is a Python call on every request.
+    """
+
+    __slots__ = (
+        "_environ",
+        "client_address",
+        "method",
+        "path",
+        "protocol_version",
+        "query",
+        "scheme",
+        "user_agent",
+    )
 
     def __init__(self, environ: dict[str, Any]) -> None:
         self._environ = environ
-        self.method: str = environ.get("REQUEST_METHOD") or "GET"
-        self.path: str = (environ.get("SCRIPT_NAME") or "") + (
-            environ.get("PATH_INFO") or ""
-        ) or "/"
-        self.scheme: str = environ.get("wsgi.url_scheme") or "http"
-        self.query: str = environ.get("QUERY_STRING") or ""
+        get = environ.get
+        self.method: str = get("REQUEST_METHOD") or "GET"
+        self.path: str = (get("SCRIPT_NAME") or "") + (get("PATH_INFO") or "") or "/"
+        self.scheme: str = get("wsgi.url_scheme") or "http"
+        self.query: str = get("QUERY_STRING") or ""
+        client = get("REMOTE_ADDR")
+        self.client_address: Optional[str] = client if isinstance(client, str) and client else None
+        agent = get("HTTP_USER_AGENT")
+        self.user_agent: Optional[str] = agent if isinstance(agent, str) else None
+        proto = get("SERVER_PROTOCOL")
+        self.protocol_version: Optional[str] = (
+            proto[5:] if isinstance(proto, str) and proto.startswith("HTTP/") else None
+        )
 
     def header(self, environ_key: str) -> Optional[str]:
         value = self._environ.get(environ_key)
@@ -58,22 +78,6 @@ class WsgiView:
             return address, int(port)
         except ValueError:
             return address, None
-
-    @property
-    def client_address(self) -> Optional[str]:
-        value = self._environ.get("REMOTE_ADDR")
-        return value if isinstance(value, str) and value else None
-
-    @property
-    def user_agent(self) -> Optional[str]:
-        return self.header("HTTP_USER_AGENT")
-
-    @property
-    def protocol_version(self) -> Optional[str]:
-        proto = self._environ.get("SERVER_PROTOCOL")
-        if isinstance(proto, str) and proto.startswith("HTTP/"):
-            return proto[5:]
-        return None
 
 
 class WatchedBody:

@@ -22,7 +22,7 @@ import math
 import time
 from collections.abc import Iterable, Mapping
 from contextvars import ContextVar, Token
-from typing import Any, Callable, Final, NamedTuple, Optional, Protocol, Union
+from typing import Any, Callable, Final, Optional, Protocol, Union
 
 from opentelemetry import baggage, propagate, trace
 from opentelemetry import context as otel_context
@@ -586,6 +586,7 @@ class RequestState:
         self._write_span(self._judge((time.perf_counter_ns() - self.start_ns) / 1e9))
 
     def _judge(self, duration_s: float) -> _Verdict:
+        """(outcome, threshold_ms attribute, error.type, converted)."""
         rec = self.recorder
         step = self.step
         threshold_s = rec.threshold_s
@@ -607,35 +608,36 @@ class RequestState:
             error_type = exception_type(error)
         elif status >= 500 or status in rec.frustrated_status:
             error_type = str(status)
-        return _Verdict(outcome, threshold_attr, error_type, converted)
+        return outcome, threshold_attr, error_type, converted
 
     def _count(self, verdict: _Verdict, duration_s: float) -> None:
         rec = self.recorder
         step = self.step
         status = self.status
         segment = self.segment
+        route = self.route
+        method = self.method
+        outcome, _, error_type, converted = verdict
         journey = step.journey if step is not None else None
         step_name = step.step if step is not None else None
-        rec.requests_tally.add(
-            (verdict.outcome.satisfaction, segment, journey, step_name, self.route, self.method)
-        )
-        duration_attrs: dict[str, Union[str, int]] = {
-            sc.HTTP_REQUEST_METHOD: self.method,
+        rec.requests_tally.add((outcome.satisfaction, segment, journey, step_name, route, method))
+        attributes: dict[str, Union[str, int]] = {
+            sc.HTTP_REQUEST_METHOD: method,
             sc.URL_SCHEME: self.scheme,
             sc.CX_SEGMENT: segment,
         }
-        if self.route is not None:
-            duration_attrs[sc.HTTP_ROUTE] = self.route
+        if route is not None:
+            attributes[sc.HTTP_ROUTE] = route
         if step_name is not None:
-            duration_attrs[sc.CX_STEP] = step_name
+            attributes[sc.CX_STEP] = step_name
         if status:
-            duration_attrs[sc.HTTP_RESPONSE_STATUS_CODE] = status
-        if verdict.error_type is not None:
-            duration_attrs[sc.ERROR_TYPE] = verdict.error_type
+            attributes[sc.HTTP_RESPONSE_STATUS_CODE] = status
+        if error_type is not None:
+            attributes[sc.ERROR_TYPE] = error_type
         if self.protocol_version is not None:
-            duration_attrs[sc.NETWORK_PROTOCOL_VERSION] = self.protocol_version
-        rec.duration_histogram.record(duration_s, duration_attrs)
-        if verdict.converted:
+            attributes[sc.NETWORK_PROTOCOL_VERSION] = self.protocol_version
+        rec.duration_histogram.record(duration_s, attributes)
+        if converted:
             rec.conversions_tally.add((journey, step_name, segment))
 
     def _write_span(self, verdict: _Verdict) -> None:
@@ -645,12 +647,13 @@ class RequestState:
         span = self.span
         step = self.step
         status = self.status
-        outcome = verdict.outcome
+        route = self.route
+        outcome, threshold_attr, error_type, converted = verdict
         attrs: dict[str, Union[str, int, float, bool]] = {
-            sc.CX_APDEX_THRESHOLD_MS: verdict.threshold_attr,
+            sc.CX_APDEX_THRESHOLD_MS: threshold_attr,
             sc.CX_SATISFACTION: outcome.satisfaction,
             sc.CX_SATISFACTION_SCORE: outcome.score,
-            sc.CX_CONVERSION: verdict.converted,
+            sc.CX_CONVERSION: converted,
         }
         if self.segment != self.span_segment:  # set_segment() or a resolver changed it
             attrs[sc.CX_SEGMENT] = self.segment
@@ -660,22 +663,27 @@ class RequestState:
             attrs.update(step.attributes)
         if self.user_hash is not None:
             attrs[sc.USER_HASH] = self.user_hash
-        if self.route is not None:
-            attrs[sc.HTTP_ROUTE] = self.route
+        if route is not None:
+            attrs[sc.HTTP_ROUTE] = route
             if self.owns_span:
-                span.update_name(f"{sc.span_method(self.method)} {self.route}")
+                method = self.method
+                span.update_name(f"{'HTTP' if method is sc.OTHER_METHOD else method} {route}")
         if status:
             attrs[sc.HTTP_RESPONSE_STATUS_CODE] = status
-        if verdict.error_type is not None:
-            attrs[sc.ERROR_TYPE] = verdict.error_type
-        if verdict.converted and self.conversion_value is not None:
+        if error_type is not None:
+            attrs[sc.ERROR_TYPE] = error_type
+        if converted and self.conversion_value is not None:
             attrs[sc.CX_CONVERSION_VALUE] = self.conversion_value
-        if verdict.converted and self.conversion_currency is not None:
+        if converted and self.conversion_currency is not None:
             attrs[sc.CX_CONVERSION_CURRENCY] = self.conversion_currency
         span.set_attributes(attrs)
         if self.error is not None or status >= 500:
-            span.set_status(Status(StatusCode.ERROR, verdict.error_type))
+            span.set_status(Status(StatusCode.ERROR, error_type))
 
+
+# (outcome, cx.apdex.threshold_ms, error.type or None, converted): a plain tuple, one
+# allocation and no Python-level constructor call per request.
+_Verdict = tuple[Outcome, int, Optional[str], bool]
 
 _REQUEST_KEYS: Final = (
     sc.CX_SATISFACTION,
@@ -705,7 +713,7 @@ class _Tally:
         self._lock = ForkSafeLock()
 
     def add(self, key: tuple[Optional[str], ...]) -> None:
-        with self._lock:
+        with self._lock.raw:  # once per request: the lock itself (cxtrace._core.locks)
             count = self._counts.get(key)
             if count is None:
                 self._attributes[key] = {
@@ -720,13 +728,6 @@ class _Tally:
             counts = list(self._counts.items())
         attributes = self._attributes
         return [Observation(count, attributes[key]) for key, count in counts]
-
-
-class _Verdict(NamedTuple):
-    outcome: Outcome
-    threshold_attr: int
-    error_type: Optional[str]
-    converted: bool
 
 
 def check_conversion_value(value: object) -> Optional[float]:
