@@ -110,6 +110,9 @@ def instrument_django(recorder: Recorder, patcher: Patcher) -> str:
     from django.core.handlers.asgi import ASGIHandler  # noqa: PLC0415
     from django.core.handlers.base import BaseHandler  # noqa: PLC0415
     from django.core.handlers.wsgi import WSGIHandler  # noqa: PLC0415
+    from django.http import HttpResponse  # noqa: PLC0415
+
+    plain_iter = HttpResponse.__iter__
 
     def wsgi_call(
         wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -170,6 +173,10 @@ def instrument_django(recorder: Recorder, patcher: Patcher) -> str:
         if state is not None and args:
             try:  # a guard as ``try`` on this per-request path (see cxtrace._guard)
                 state.dispatched(args[0], cached_user_pk)
+                # WSGIHandler returns this response as the WSGI body. HttpResponse keeps
+                # its content in a list: iterating it runs no app code, so the body needs
+                # no re-entered context. Streaming (and any overriding) classes do.
+                state.body_in_memory = type(response).__iter__ is plain_iter
             except Exception as exc:  # noqa: BLE001 - a guard
                 _DISPATCHED.swallow(exc)
         return response

@@ -90,6 +90,23 @@ class WatchedBody:
         self._state = state
 
     def __iter__(self) -> Iterator[bytes]:
+        if self._state.body_in_memory:
+            return self._in_memory()
+        return self._streamed()
+
+    def _in_memory(self) -> Iterator[bytes]:
+        # The framework said the body is already in memory (state.body_in_memory): its
+        # iteration runs the framework's own code only, so no context to re-enter.
+        try:
+            yield from self._body
+        except Exception as exc:
+            try:
+                self._state.fail(exc)
+            except Exception as own:  # noqa: BLE001 - a guard
+                _FAIL.swallow(own)
+            raise
+
+    def _streamed(self) -> Iterator[bytes]:
         # Each chunk is produced inside the request's context, so a streamed body (a
         # generator, stream_with_context) still sees its request: spans it starts are
         # children of the server span and set_segment()/mark_conversion() still count.

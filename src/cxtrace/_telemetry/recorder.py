@@ -334,6 +334,7 @@ class RequestState:
     """One request's CX and span state; lives from begin() to finish()."""
 
     __slots__ = (
+        "body_in_memory",
         "context",
         "conversion_currency",
         "conversion_marked",
@@ -401,6 +402,9 @@ class RequestState:
         self.span_written = False  # our attributes are on the span (finish or hand_over)
         self.deferred = False  # contrib starts (and ends early) the server span: hand_over
         self.start_wall_ns: Optional[int] = None  # only when deferred
+        # Set by an integration that saw the final response: its body is already in
+        # memory, so sending it runs no app code and needs no re-entered context.
+        self.body_in_memory = False
 
     # ------------------------------------------------------------------ during the request
 
