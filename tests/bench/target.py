@@ -104,12 +104,15 @@ class Pipeline:
     exporter at the SDK's default interval (exported at shutdown in a run this short).
     """
 
+    # instructions.py sets this: no export thread, so instruction counts repeat exactly.
+    span_processor: Any = BatchSpanProcessor
+
     def __init__(self, *, metrics: bool, sampled: bool = True, otlp: str = "") -> None:
         resource = Resource.create({"service.name": "cxtrace-bench"})
         self.exporter = CountingOtlpExporter(otlp) if otlp else CountingExporter()
         sampler = ALWAYS_ON if sampled else ALWAYS_OFF
         self.tracer_provider = TracerProvider(resource=resource, sampler=sampler)
-        self.tracer_provider.add_span_processor(BatchSpanProcessor(self.exporter))
+        self.tracer_provider.add_span_processor(self.span_processor(self.exporter))
         self.reader: Optional[Any] = None
         readers: list[Any] = []
         if metrics and otlp:
@@ -240,6 +243,18 @@ def server(args: argparse.Namespace) -> dict[str, Any]:
         return {}
     timings = drive(app, environ, args.requests)
     return {"timings": timings, "requests": args.requests + args.warmup + 1, **pipeline.finish()}
+
+
+def untimed(args: argparse.Namespace) -> dict[str, Any]:
+    """Warm-up and n requests, nothing timed, a SimpleSpanProcessor: for instructions.py."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: PLC0415
+
+    Pipeline.span_processor = SimpleSpanProcessor
+    app, pipeline = build_server(args.framework, args.config)
+    environ = webapps.environ_for(args.framework)
+    drive(app, environ, args.warmup + args.requests, timed=False)
+    pipeline.finish()
+    return {}
 
 
 def profile(app: WsgiApp, environ: dict[str, Any], n: int) -> None:
@@ -409,7 +424,9 @@ def import_time(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("mode", choices=["server", "client", "memory", "import", "serve"])
+    parser.add_argument(
+        "mode", choices=["server", "untimed", "client", "memory", "import", "serve"]
+    )
     parser.add_argument("--framework", choices=FRAMEWORKS, default="flask")
     parser.add_argument("--config", default="cxtrace")
     parser.add_argument("--requests", type=int, default=20_000)
@@ -424,6 +441,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         parser.error(f"--config {args.config!r}: expected one of {', '.join(allowed)}")
     run = {
         "server": server,
+        "untimed": untimed,
         "client": client,
         "serve": serve,
         "memory": memory,
