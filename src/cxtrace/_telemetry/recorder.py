@@ -153,8 +153,8 @@ class Recorder:
         self.inbound_key = settings.propagation_key
         self.trust_inbound = settings.trust_inbound_baggage
         self.reads_inbound = self.inbound_key is not None or self.trust_inbound
-        self._textmap: object = None  # the global propagator last seen by _extract
-        self._textmap_w3c_only = False
+        # The global propagator _extract saw last, and whether it reads only W3C headers.
+        self._textmap_seen: tuple[object, bool] = (None, False)
 
     def bind(self, tracer_provider: Any, meter_provider: Any) -> None:
         """(Re)take the tracer and instruments from these providers.
@@ -288,14 +288,10 @@ class Recorder:
         (by identity; it may be replaced after ``instrument()``).
         """
         textmap = propagate.get_global_textmap()
-        if textmap is not self._textmap:
-            self._textmap_w3c_only = _reads_only_w3c(textmap)
-            self._textmap = textmap
-        if (
-            self._textmap_w3c_only
-            and raw_baggage is None
-            and view.header("HTTP_TRACEPARENT") is None
-        ):
+        seen = self._textmap_seen  # one tuple, replaced whole: threads see a matching pair
+        if seen[0] is not textmap:
+            seen = self._textmap_seen = (textmap, _reads_only_w3c(textmap))
+        if seen[1] and raw_baggage is None and view.header("HTTP_TRACEPARENT") is None:
             return Context()
         return textmap.extract(view, getter=_GETTER)
 
