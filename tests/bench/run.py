@@ -581,7 +581,10 @@ def report(
         "Profile one configuration with "
         "`python tests/bench/target.py server --framework flask --config cxtrace --profile`; "
         "`--breakdown` adds cxtrace without a recorded span, without a metric reader, and "
-        "without both, to the rounds.",
+        "without both, to the rounds. On a busy machine compare changes by instructions "
+        "per request, which do not move with the load: "
+        "`python tests/bench/instructions.py --framework flask bare floor cxtrace` "
+        "(valgrind's callgrind; repeat runs agree within a few dozen instructions).",
         "",
         "## Checks",
         "",
