@@ -357,6 +357,40 @@ def test_a_streamed_body_runs_inside_its_request(
     assert server.attributes["cx.segment"] == "streamed"
 
 
+def test_a_middleware_wrapping_an_in_memory_body_runs_inside_its_request(
+    otlp: Receiver, instrument: Any, serve: Any
+) -> None:
+    # cxtrace re-enters no context for a body Flask already holds in memory, unless WSGI
+    # middleware sits between Flask.__call__ and the response: its chunks may run code.
+    handle = instrument(otlp)
+    tracer = handle.tracer_provider.get_tracer("tests")
+    app = make_app()
+    inner = app.wsgi_app
+
+    def middleware(environ: dict[str, Any], start_response: Any) -> Any:
+        body = inner(environ, start_response)
+
+        def chunks() -> Any:
+            try:
+                for chunk in body:
+                    with tracer.start_as_current_span("middleware-chunk"):
+                        yield chunk
+            finally:
+                body.close()
+
+        return chunks()
+
+    app.wsgi_app = middleware  # type: ignore[method-assign]
+    base = serve(app)
+
+    assert requests.get(f"{base}/products").text == "all products"
+
+    server = only_server_span(otlp, "/products")
+    otlp.wait_for(lambda r: bool(r.spans_named("middleware-chunk")))
+    chunk = otlp.spans_named("middleware-chunk")[0]
+    assert (chunk.trace_id, chunk.parent_span_id) == (server.trace_id, server.span_id)
+
+
 def test_an_error_while_streaming_makes_the_request_an_error(
     otlp: Receiver, instrument: Any, serve: Any
 ) -> None:

@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 import requests
 from flask import Flask, jsonify, request
-from opentelemetry import baggage
+from opentelemetry import baggage, propagate
 from opentelemetry import context as otel_context
+from opentelemetry.propagators.textmap import Getter, TextMapPropagator, default_getter
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 
 import cxtrace
 from cxtrace._core.baggage import sign
@@ -320,3 +322,53 @@ def test_uninstrument_restores_session_send(otlp: Receiver, instrument: Any) -> 
     cxtrace.uninstrument()
 
     assert vars(requests.Session)["send"] is original
+
+
+class _HeaderPropagator(TextMapPropagator):
+    """A non-W3C propagator an app may install: ``X-Test-Trace: <trace id>-<span id>``."""
+
+    def extract(
+        self, carrier: Any, context: Any = None, getter: Getter[Any] = default_getter
+    ) -> Any:
+        found = getter.get(carrier, "x-test-trace")
+        if not found:
+            return context if context is not None else otel_context.Context()
+        trace_id, span_id = found[0].split("-")
+        parent = SpanContext(
+            int(trace_id, 16), int(span_id, 16), is_remote=True, trace_flags=TraceFlags(1)
+        )
+        return set_span_in_context(NonRecordingSpan(parent), context)
+
+    def inject(self, carrier: Any, context: Any = None, setter: Any = None) -> None:
+        return None
+
+    @property
+    def fields(self) -> set[str]:
+        return {"x-test-trace"}
+
+
+@pytest.mark.parametrize("propagator", ["w3c", "app's own"])
+def test_the_global_propagator_finds_the_remote_parent(
+    otlp: Receiver, instrument: Any, serve: Any, propagator: str
+) -> None:
+    # cxtrace skips calling OpenTelemetry's default propagators when a request has no
+    # traceparent/baggage header; any other propagator is always asked.
+    previous = propagate.get_global_textmap()
+    if propagator == "app's own":
+        propagate.set_global_textmap(_HeaderPropagator())
+        headers = {"X-Test-Trace": f"{TRACE_ID}-00f067aa0ba902b7"}
+    else:
+        headers = {"traceparent": TRACEPARENT}
+    try:
+        instrument(otlp)
+        shop = serve(make_upstream())
+        assert requests.get(f"{shop}/echo", headers=headers).status_code == 200
+        assert requests.get(f"{shop}/echo").status_code == 200
+    finally:
+        propagate.set_global_textmap(previous)
+
+    otlp.wait_for(lambda r: len(spans_of(r, "SERVER")) == 2)
+    continued, fresh = sorted(spans_of(otlp, "SERVER"), key=lambda s: s.trace_id != TRACE_ID)
+    assert (continued.trace_id, continued.parent_span_id) == (TRACE_ID, "00f067aa0ba902b7")
+    assert fresh.trace_id != TRACE_ID
+    assert fresh.parent_span_id is None

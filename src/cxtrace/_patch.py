@@ -21,14 +21,17 @@ WrapperFn = Callable[[Any, Any, "tuple[Any, ...]", "dict[str, Any]"], Any]
 
 
 class _Patch:
-    __slots__ = ("enabled", "is_own", "name", "original", "owner", "wrapper")
+    __slots__ = ("is_own", "name", "original", "owner", "switch", "wrapper")
 
     def __init__(self, owner: Any, name: str, original: Any, *, is_own: bool) -> None:
         self.owner = owner
         self.name = name
         self.original = original
         self.is_own = is_own  # defined on owner itself, not inherited
-        self.enabled = True
+        # On: one item; undo() empties it. wrapt evaluates its truth on every call of the
+        # patched function: no Python frame per call, where a closure checking a flag
+        # cost ~1,600 instructions per call.
+        self.switch = [True]
         self.wrapper: Any = None
 
 
@@ -44,15 +47,9 @@ class Patcher:
         is_own = name in vars(owner)
         original = vars(owner)[name] if is_own else getattr(owner, name)
         patch = _Patch(owner, name, original, is_own=is_own)
-
-        def guarded(
-            wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-        ) -> Any:
-            if not patch.enabled:
-                return wrapped(*args, **kwargs)
-            return fn(wrapped, instance, args, kwargs)
-
-        patch.wrapper = wrapt.FunctionWrapper(original, guarded)
+        # wrapt tests ``enabled`` for truth on every call: the list, no call at all.
+        enabled: Any = patch.switch  # a list: truthy while on (wrapt's stubs want __bool__)
+        patch.wrapper = wrapt.FunctionWrapper(original, fn, enabled=enabled)
         with self._lock:
             setattr(owner, name, patch.wrapper)
             self._patches.append(patch)
@@ -61,7 +58,7 @@ class Patcher:
         with self._lock:
             patches, self._patches = self._patches, []
         for patch in reversed(patches):
-            patch.enabled = False
+            patch.switch.clear()  # pass-through from now on, wherever the wrapper stays
             if vars(patch.owner).get(patch.name) is patch.wrapper:
                 if patch.is_own:
                     setattr(patch.owner, patch.name, patch.original)

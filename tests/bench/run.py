@@ -5,9 +5,13 @@ Each configuration runs in a fresh process (``target.py``), one after the other,
 hits all of them alike. Timings of all rounds are pooled per configuration; the overhead
 of a configuration is its median (p99) minus bare's median (p99).
 
-    python tests/bench/run.py            # the full run (~5-6 minutes on 2 cores)
-    python tests/bench/run.py --quick    # a sanity run (~1 minute)
+    python tests/bench/run.py            # the full run (~8 minutes on 2 cores)
+    python tests/bench/run.py --quick    # a sanity run (~1.5 minutes)
+    python tests/bench/run.py --no-otlp  # without the runs exporting to an OTLP receiver
     python tests/bench/run.py --breakdown --frameworks flask   # where cxtrace's time goes
+
+Server configurations run twice over: with an in-process exporter that only counts spans,
+and (first 3 rounds) exporting OTLP/HTTP to ``receiver.py`` in another process.
 
 Prints the tables and writes them, with the machine, the versions and the command, to
 docs/performance.md. A benchmark, not a test: nothing here judges the numbers.
@@ -26,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -38,6 +43,11 @@ FRAMEWORKS = ("flask", "django")
 SERVER_CONFIGS = ("bare", "contrib", "contrib+metrics", "floor", "cxtrace")
 BREAKDOWN_CONFIGS = ("cxtrace-unsampled", "cxtrace-noreader", "cxtrace-neither")
 CLIENT_CONFIGS = ("bare", "contrib", "contrib+metrics", "cxtrace")
+RECEIVER = HERE / "receiver.py"
+# Exporting to a real OTLP receiver: every configuration but bare (which has no pipeline)
+# and the --breakdown ones; in the first OTLP_ROUNDS rounds only, to keep the run short.
+OTLP_CONFIGS = ("contrib", "contrib+metrics", "floor", "cxtrace")
+OTLP_ROUNDS = 3
 PACKAGES = (
     "cxtrace",
     "flask",
@@ -46,6 +56,7 @@ PACKAGES = (
     "requests",
     "opentelemetry-api",
     "opentelemetry-sdk",
+    "opentelemetry-exporter-otlp-proto-http",
     "opentelemetry-instrumentation-flask",
     "opentelemetry-instrumentation-django",
     "opentelemetry-instrumentation-requests",
@@ -83,6 +94,7 @@ class Options:
     server_configs: tuple[str, ...]
     output: Optional[Path]
     quick: bool
+    otlp: bool
     argv: list[str]
 
 
@@ -93,6 +105,7 @@ class Series:
     timings: list[int] = field(default_factory=list)
     round_medians: list[float] = field(default_factory=list)
     spans: int = 0
+    received: int = 0  # spans the OTLP receiver decoded (OTLP runs only)
     requests: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
     first_span: Optional[dict[str, Any]] = None
@@ -151,31 +164,93 @@ def _log(message: str) -> None:
 # ----------------------------------------------------------------------------- measuring
 
 
+class OtlpReceiver:
+    """``receiver.py`` in a process of its own, for the whole run."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(RECEIVER)], stdout=subprocess.PIPE, text=True, env=_child_env()
+        )
+        assert self.process.stdout is not None
+        self.url = f"http://127.0.0.1:{int(self.process.stdout.readline())}"
+
+    def spans(self) -> int:
+        with urllib.request.urlopen(f"{self.url}/counts", timeout=10) as answer:
+            counts: dict[str, int] = json.load(answer)
+        return counts["spans"]
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+def otlp_group(fw: str) -> str:
+    return f"{fw}-otlp"
+
+
 def measure_requests(opts: Options) -> dict[tuple[str, str], Series]:
-    """Server configurations per framework, then the client ones, in interleaved rounds."""
+    """Server configurations per framework, then the client ones, in interleaved rounds.
+
+    With ``opts.otlp`` each framework's configurations are also run exporting to the OTLP
+    receiver (in the first OTLP_ROUNDS rounds); their baseline is the same bare series.
+    """
     series: dict[tuple[str, str], Series] = {}
     jobs = [(fw, config) for fw in opts.frameworks for config in opts.server_configs]
+    if opts.otlp:
+        jobs += [(otlp_group(fw), config) for fw in opts.frameworks for config in OTLP_CONFIGS]
     jobs += [("requests", config) for config in CLIENT_CONFIGS]
-    for round_ in range(1, opts.rounds + 1):
-        for fw, config in jobs:
-            if fw == "requests":
-                n, warmup = opts.client_requests, max(opts.client_requests // 10, 50)
-                args = ["client", "--config", config]
-            else:
-                n, warmup = opts.requests, opts.warmup
-                args = ["server", "--framework", fw, "--config", config]
-            started = time.monotonic()
-            result = run_target(*args, "--requests", str(n), "--warmup", str(warmup))
-            entry = series.setdefault((fw, config), Series())
-            entry.add(result)
-            if fw == "requests":
-                loopback = {**result, "timings": result["loopback_timings"]}
-                series.setdefault(("requests-loopback", config), Series()).add(loopback)
-            _log(
-                f"round {round_}/{opts.rounds}  {fw:<8} {config:<16} "
-                f"median {entry.round_medians[-1]:8.1f} µs  ({time.monotonic() - started:.1f} s)"
-            )
+    receiver = OtlpReceiver() if opts.otlp else None
+    try:
+        for round_ in range(1, opts.rounds + 1):
+            for fw, config in jobs:
+                if fw.endswith("-otlp") and round_ > OTLP_ROUNDS:
+                    continue
+                _measure_one(opts, series, receiver, round_, fw, config)
+    finally:
+        if receiver is not None:
+            receiver.stop()
+    if opts.otlp:
+        for fw in opts.frameworks:
+            series[(otlp_group(fw), "bare")] = series[(fw, "bare")]
     return series
+
+
+def _measure_one(
+    opts: Options,
+    series: dict[tuple[str, str], Series],
+    receiver: Optional[OtlpReceiver],
+    round_: int,
+    fw: str,
+    config: str,
+) -> None:
+    """One configuration, one round, in a fresh process."""
+    received_before = 0
+    if fw == "requests":
+        n, warmup = opts.client_requests, max(opts.client_requests // 10, 50)
+        args = ["client", "--config", config]
+    elif fw.endswith("-otlp"):
+        assert receiver is not None
+        n, warmup = opts.requests, opts.warmup
+        framework = fw.removesuffix("-otlp")
+        args = ["server", "--framework", framework, "--config", config]
+        args += ["--otlp", receiver.url]
+        received_before = receiver.spans()
+    else:
+        n, warmup = opts.requests, opts.warmup
+        args = ["server", "--framework", fw, "--config", config]
+    started = time.monotonic()
+    result = run_target(*args, "--requests", str(n), "--warmup", str(warmup))
+    entry = series.setdefault((fw, config), Series())
+    entry.add(result)
+    if receiver is not None and fw.endswith("-otlp"):
+        entry.received += receiver.spans() - received_before
+    if fw == "requests":
+        loopback = {**result, "timings": result["loopback_timings"]}
+        series.setdefault(("requests-loopback", config), Series()).add(loopback)
+    _log(
+        f"round {round_}/{opts.rounds}  {fw:<8} {config:<16} "
+        f"median {entry.round_medians[-1]:8.1f} µs  ({time.monotonic() - started:.1f} s)"
+    )
 
 
 def measure_memory(opts: Options) -> dict[str, list[dict[str, int]]]:
@@ -236,17 +311,22 @@ def overhead(series: dict[tuple[str, str], Series], group: str, config: str) -> 
 
 def ratio_table(series: dict[tuple[str, str], Series], frameworks: tuple[str, ...]) -> str:
     lines = [
-        "| framework | cxtrace overhead µs | floor overhead µs | contrib+metrics overhead µs "
+        "| framework, exporter | cxtrace overhead µs | floor overhead µs "
+        "| contrib+metrics overhead µs "
         f"| cxtrace / floor (target ≤ {TARGET_VS_FLOOR}) "
         f"| cxtrace / contrib+metrics (target ≤ {TARGET_VS_CONTRIB}) |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for fw in frameworks:
+    groups = [(fw, f"{fw}, counting") for fw in frameworks]
+    groups += [(otlp_group(fw), f"{fw}, OTLP/HTTP") for fw in frameworks]
+    for group, label in groups:
+        if (group, "cxtrace") not in series:
+            continue
         cx, floor, contrib = (
-            overhead(series, fw, c) for c in ("cxtrace", "floor", "contrib+metrics")
+            overhead(series, group, c) for c in ("cxtrace", "floor", "contrib+metrics")
         )
         lines.append(
-            f"| {fw} | {cx:.1f} | {floor:.1f} | {contrib:.1f} "
+            f"| {label} | {cx:.1f} | {floor:.1f} | {contrib:.1f} "
             f"| {_verdict(cx, floor, TARGET_VS_FLOOR)} "
             f"| {_verdict(cx, contrib, TARGET_VS_CONTRIB)} |"
         )
@@ -304,6 +384,12 @@ def checks(
             f"{sources[1]} at the end): rounds measured different code; run it again."
         )
     for (group, config), entry in series.items():
+        if group.endswith("-otlp") and config != "bare":
+            notes.append(
+                f"{group} {config}: {entry.spans:,} spans exported over OTLP/HTTP for "
+                f"{entry.requests:,} requests; the receiver decoded {entry.received:,}."
+            )
+            continue
         # requests-loopback shares its processes (and so its span counts) with requests
         sampled = config != "bare" and not config.endswith(("unsampled", "neither"))
         if sampled and group != "requests-loopback" and entry.spans != entry.requests:
@@ -436,6 +522,27 @@ def report(
             request_table(series, fw, opts.server_configs),
             "",
         ]
+    if opts.otlp:
+        parts += [
+            "## Exporting to an OTLP receiver in another process",
+            "",
+            "The same server runs, but every configuration with a pipeline exports through the "
+            "SDK's OTLP/HTTP exporters (protobuf, no compression) to `tests/bench/receiver.py`, "
+            "a receiver in a process of its own that decodes every request, as a collector "
+            "would: spans through the `BatchSpanProcessor` (its thread encodes and posts them, "
+            "competing for the GIL with the requests), metrics through a "
+            "`PeriodicExportingMetricReader` at the SDK's default interval (so exported at "
+            f"shutdown). The first {min(OTLP_ROUNDS, opts.rounds)} rounds only; `bare` is the "
+            "same series as above.",
+            "",
+        ]
+        for fw in opts.frameworks:
+            parts += [
+                f"### {fw.capitalize()} server, OTLP/HTTP, per request",
+                "",
+                request_table(series, otlp_group(fw), ("bare", *OTLP_CONFIGS)),
+                "",
+            ]
     parts += [
         "## `requests` client, per call",
         "",
@@ -474,7 +581,10 @@ def report(
         "Profile one configuration with "
         "`python tests/bench/target.py server --framework flask --config cxtrace --profile`; "
         "`--breakdown` adds cxtrace without a recorded span, without a metric reader, and "
-        "without both, to the rounds.",
+        "without both, to the rounds. On a busy machine compare changes by instructions "
+        "per request, which do not move with the load: "
+        "`python tests/bench/instructions.py --framework flask bare floor cxtrace` "
+        "(valgrind's callgrind; repeat runs agree within a few dozen instructions).",
         "",
         "## Checks",
         "",
@@ -498,6 +608,11 @@ def parse(argv: list[str]) -> Options:
         "--breakdown",
         action="store_true",
         help="also cxtrace without a recorded span / without a metric reader / without both",
+    )
+    parser.add_argument(
+        "--no-otlp",
+        action="store_true",
+        help="skip the runs that export to an OTLP receiver in another process",
     )
     parser.add_argument(
         "--output",
@@ -524,6 +639,7 @@ def parse(argv: list[str]) -> Options:
         server_configs=SERVER_CONFIGS + (BREAKDOWN_CONFIGS if args.breakdown else ()),
         output=Path(args.output) if args.output else None,
         quick=quick,
+        otlp=not args.no_otlp,
         argv=argv,
     )
 

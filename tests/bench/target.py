@@ -12,7 +12,8 @@
 Every configuration builds the same telemetry pipeline, used or not: a TracerProvider with a
 BatchSpanProcessor into an exporter that only counts spans, and a MeterProvider whose reader
 (an InMemoryMetricReader: recorded, never exported unless collected) is attached only where
-metrics are part of the configuration.
+metrics are part of the configuration. With ``--otlp URL`` (server mode) the same pipeline
+exports through the SDK's OTLP/HTTP exporters to a receiver in another process instead.
 """
 
 from __future__ import annotations
@@ -73,17 +74,60 @@ class CountingExporter(SpanExporter):
         return True
 
 
-class Pipeline:
-    """The same exporter setup for every configuration."""
+class CountingOtlpExporter(CountingExporter):
+    """The SDK's OTLP/HTTP span exporter, counting what it exported successfully."""
 
-    def __init__(self, *, metrics: bool, sampled: bool = True) -> None:
+    def __init__(self, endpoint: str) -> None:
+        super().__init__()
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
+            OTLPSpanExporter,
+        )
+
+        self.otlp = OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces")
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        result = self.otlp.export(spans)
+        if result is SpanExportResult.SUCCESS:
+            super().export(spans)
+        return result
+
+    def shutdown(self) -> None:
+        self.otlp.shutdown()
+
+
+class Pipeline:
+    """The same exporter setup for every configuration.
+
+    ``otlp``: the base URL of an OTLP/HTTP receiver (``receiver.py``, another process):
+    spans then go through a BatchSpanProcessor into the SDK's OTLP/HTTP exporter, and
+    metrics (where on) through a PeriodicExportingMetricReader with its OTLP/HTTP
+    exporter at the SDK's default interval (exported at shutdown in a run this short).
+    """
+
+    # instructions.py sets this: no export thread, so instruction counts repeat exactly.
+    span_processor: Any = BatchSpanProcessor
+
+    def __init__(self, *, metrics: bool, sampled: bool = True, otlp: str = "") -> None:
         resource = Resource.create({"service.name": "cxtrace-bench"})
-        self.exporter = CountingExporter()
+        self.exporter = CountingOtlpExporter(otlp) if otlp else CountingExporter()
         sampler = ALWAYS_ON if sampled else ALWAYS_OFF
         self.tracer_provider = TracerProvider(resource=resource, sampler=sampler)
-        self.tracer_provider.add_span_processor(BatchSpanProcessor(self.exporter))
-        self.reader = InMemoryMetricReader() if metrics else None
-        readers = [self.reader] if self.reader is not None else []
+        self.tracer_provider.add_span_processor(self.span_processor(self.exporter))
+        self.reader: Optional[Any] = None
+        readers: list[Any] = []
+        if metrics and otlp:
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # noqa: PLC0415
+                OTLPMetricExporter,
+            )
+            from opentelemetry.sdk.metrics.export import (  # noqa: PLC0415
+                PeriodicExportingMetricReader,
+            )
+
+            exporter = OTLPMetricExporter(endpoint=f"{otlp}/v1/metrics")
+            readers.append(PeriodicExportingMetricReader(exporter))
+        elif metrics:
+            self.reader = InMemoryMetricReader()
+            readers.append(self.reader)
         self.meter_provider = MeterProvider(resource=resource, metric_readers=readers)
 
     def finish(self) -> dict[str, Any]:
@@ -152,11 +196,12 @@ def drive(app: WsgiApp, environ: dict[str, Any], n: int, *, timed: bool = True) 
     return timings
 
 
-def build_server(framework: str, config: str) -> tuple[WsgiApp, Pipeline]:
+def build_server(framework: str, config: str, otlp: str = "") -> tuple[WsgiApp, Pipeline]:
     """The app of ``framework`` instrumented as ``config`` says."""
     pipeline = Pipeline(
         metrics=config not in {"contrib", "cxtrace-noreader", "cxtrace-neither"},
         sampled=config not in {"cxtrace-unsampled", "cxtrace-neither"},
+        otlp=otlp if config != "bare" else "",
     )
     tp, mp = pipeline.tracer_provider, pipeline.meter_provider
     if framework == "django":
@@ -187,7 +232,7 @@ def build_server(framework: str, config: str) -> tuple[WsgiApp, Pipeline]:
 
 
 def server(args: argparse.Namespace) -> dict[str, Any]:
-    app, pipeline = build_server(args.framework, args.config)
+    app, pipeline = build_server(args.framework, args.config, args.otlp)
     environ = webapps.environ_for(args.framework)
     status, body = _one(app, environ)
     if not status.startswith("200") or body != b"product 42":
@@ -198,6 +243,18 @@ def server(args: argparse.Namespace) -> dict[str, Any]:
         return {}
     timings = drive(app, environ, args.requests)
     return {"timings": timings, "requests": args.requests + args.warmup + 1, **pipeline.finish()}
+
+
+def untimed(args: argparse.Namespace) -> dict[str, Any]:
+    """Warm-up and n requests, nothing timed, a SimpleSpanProcessor: for instructions.py."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: PLC0415
+
+    Pipeline.span_processor = SimpleSpanProcessor
+    app, pipeline = build_server(args.framework, args.config)
+    environ = webapps.environ_for(args.framework)
+    drive(app, environ, args.warmup + args.requests, timed=False)
+    pipeline.finish()
+    return {}
 
 
 def profile(app: WsgiApp, environ: dict[str, Any], n: int) -> None:
@@ -367,18 +424,24 @@ def import_time(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("mode", choices=["server", "client", "memory", "import", "serve"])
+    parser.add_argument(
+        "mode", choices=["server", "untimed", "client", "memory", "import", "serve"]
+    )
     parser.add_argument("--framework", choices=FRAMEWORKS, default="flask")
     parser.add_argument("--config", default="cxtrace")
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--warmup", type=int, default=2_000)
     parser.add_argument("--profile", action="store_true", help="server mode: cProfile instead")
+    parser.add_argument(
+        "--otlp", default="", help="server mode: export to this OTLP/HTTP base URL (receiver.py)"
+    )
     args = parser.parse_args(argv)
     allowed = CLIENT_CONFIGS if args.mode == "client" else SERVER_CONFIGS + BREAKDOWN_CONFIGS
     if args.config not in allowed:
         parser.error(f"--config {args.config!r}: expected one of {', '.join(allowed)}")
     run = {
         "server": server,
+        "untimed": untimed,
         "client": client,
         "serve": serve,
         "memory": memory,

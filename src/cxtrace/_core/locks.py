@@ -25,16 +25,23 @@ class ForkSafeLock:
     >>> lock = ForkSafeLock()
     >>> with lock:
     ...     pass
+
+    Per-request code locks ``lock.raw`` instead, the current ``threading.Lock`` itself:
+    its C ``__enter__``/``__exit__`` skip the two Python calls of ``with lock:``. Read
+    it at each use (never keep it): a forked child replaces it.
+
+    >>> with lock.raw:
+    ...     pass
     """
 
-    __slots__ = ("__weakref__", "_lock")
+    __slots__ = ("__weakref__", "raw")
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self.raw = threading.Lock()
         _locks.add(self)
 
     def __enter__(self) -> None:
-        self._lock.acquire()
+        self.raw.acquire()
 
     def __exit__(
         self,
@@ -42,10 +49,10 @@ class ForkSafeLock:
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> None:
-        self._lock.release()
+        self.raw.release()
 
     def _after_fork_in_child(self) -> None:
-        self._lock = threading.Lock()
+        self.raw = threading.Lock()
 
 
 # One fork handler for all of them (handlers cannot be unregistered, so not one per lock).

@@ -37,9 +37,11 @@ def split_host(host: str) -> tuple[str, Optional[str]]:
     >>> split_host("[::1]:8000"), split_host("shop.example:443"), split_host("shop.example")
     (('::1', '8000'), ('shop.example', '443'), ('shop.example', None))
     """
+    head, colon, tail = host.rpartition(":")
+    port = tail if colon and not host.endswith("]") else None
     if host.startswith("["):  # [::1]:8000
-        address = host[1 : host.find("]")] if "]" in host else host
-    else:
-        address = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-    port = host.rsplit(":", 1)[1] if ":" in host and not host.endswith("]") else None
-    return address, port
+        end = host.find("]")
+        return (host[1:end] if end >= 0 else host), port
+    if colon and ":" not in head:  # shop.example:443 (one colon; more: a bare IPv6)
+        return head, port
+    return host, port

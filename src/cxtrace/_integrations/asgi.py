@@ -44,26 +44,24 @@ class AsgiView:
         return None
 
     @property
-    def server_address(self) -> Optional[str]:
+    def server(self) -> tuple[Optional[str], Optional[int]]:
+        """(server.address, server.port): from ``Host``, else the scope's ``server``."""
         host = self.header("HTTP_HOST")
-        if host:
-            return split_host(host)[0]
         server = self._scope.get("server")
-        return str(server[0]) if server else None
-
-    @property
-    def server_port(self) -> Optional[int]:
-        host = self.header("HTTP_HOST")
-        port = split_host(host)[1] if host else None
+        address: Optional[str]
+        port: Optional[str] = None
+        if host:
+            address, port = split_host(host)
+        else:
+            address = str(server[0]) if server else None
         if port is not None:
             try:
-                return int(port)
+                return address, int(port)
             except ValueError:
-                return None
-        server = self._scope.get("server")
+                return address, None
         if server and len(server) > 1 and server[1] is not None:
-            return int(server[1])
-        return 443 if self.scheme == "https" else 80
+            return address, int(server[1])
+        return address, 443 if self.scheme == "https" else 80
 
     @property
     def client_address(self) -> Optional[str]:

@@ -110,6 +110,9 @@ def instrument_django(recorder: Recorder, patcher: Patcher) -> str:
     from django.core.handlers.asgi import ASGIHandler  # noqa: PLC0415
     from django.core.handlers.base import BaseHandler  # noqa: PLC0415
     from django.core.handlers.wsgi import WSGIHandler  # noqa: PLC0415
+    from django.http import HttpResponse  # noqa: PLC0415
+
+    plain_iter = HttpResponse.__iter__
 
     def wsgi_call(
         wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -139,8 +142,10 @@ def instrument_django(recorder: Recorder, patcher: Patcher) -> str:
                 state.adopt_current_span()  # contrib's middleware started it by now
         match = wrapped(*args, **kwargs)  # raises Resolver404: then there is no route
         if state is not None and args:
-            with _RESOLVE:
+            try:  # a guard as ``try`` on this per-request path (see cxtrace._guard)
                 state.resolve(route_of(match), args[0])
+            except Exception as exc:  # noqa: BLE001 - a guard
+                _RESOLVE.swallow(exc)
         return match
 
     def inner_response(
@@ -166,8 +171,14 @@ def instrument_django(recorder: Recorder, patcher: Patcher) -> str:
         response = wrapped(*args, **kwargs)
         state = current_request()
         if state is not None and args:
-            with _DISPATCHED:
+            try:  # a guard as ``try`` on this per-request path (see cxtrace._guard)
                 state.dispatched(args[0], cached_user_pk)
+                # WSGIHandler returns this response as the WSGI body. HttpResponse keeps
+                # its content in a list: iterating it runs no app code, so the body needs
+                # no re-entered context. Streaming (and any overriding) classes do.
+                state.body_in_memory = type(response).__iter__ is plain_iter
+            except Exception as exc:  # noqa: BLE001 - a guard
+                _DISPATCHED.swallow(exc)
         return response
 
     def get_response_async(

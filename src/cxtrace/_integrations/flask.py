@@ -15,7 +15,7 @@ was replaced by middleware are covered alike:
 from __future__ import annotations
 
 import logging
-from typing import Any, cast
+from typing import Any, Callable
 
 from cxtrace._guard import Guard
 from cxtrace._integrations.versions import require
@@ -38,6 +38,8 @@ def instrument_flask(recorder: Recorder, patcher: Patcher) -> str:
     import flask  # noqa: PLC0415 - the framework is optional
 
     found, _ = require("flask", MIN_VERSION, "Flask")
+    request_proxy: Any = flask.request  # a LocalProxy; typed as the Request it stands for
+    in_memory = _in_memory_check(flask.Flask)
 
     def call(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if kwargs or len(args) != 2:
@@ -53,23 +55,30 @@ def instrument_flask(recorder: Recorder, patcher: Patcher) -> str:
         state = current_request()
         if state is None:
             return wrapped(*args, **kwargs)
+        # Guards as ``try`` on this per-request path (see cxtrace._guard).
         request = None
-        with _RESOLVE:
-            request = cast("Any", flask.request)._get_current_object()
+        try:
+            request = request_proxy._get_current_object()
             rule = request.url_rule
             state.resolve(rule.rule if rule is not None else None, request)
+        except Exception as exc:  # noqa: BLE001 - a guard
+            _RESOLVE.swallow(exc)
         response = None
         try:
             response = wrapped(*args, **kwargs)
             return response
         finally:
-            with _DISPATCHED:
+            try:
                 if request is not None:
                     state.dispatched(request)
+                if response is not None:
+                    state.body_in_memory = in_memory(instance, response)
                 if response is not None and state.deferred:
                     # contrib ends its span at teardown, before the body is sent
                     state.adopt_current_span()
                     state.hand_over(int(getattr(response, "status_code", 0) or 0))
+            except Exception as exc:  # noqa: BLE001 - a guard
+                _DISPATCHED.swallow(exc)
 
     def handle_exception(
         wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -101,6 +110,37 @@ def instrument_flask(recorder: Recorder, patcher: Patcher) -> str:
     patcher.wrap(flask.Flask, "handle_exception", handle_exception)
     patcher.wrap(flask.Flask, "handle_user_exception", handle_user_exception)
     return f"flask {'.'.join(map(str, found))}"
+
+
+def _in_memory_check(flask_class: Any) -> Callable[[Any, Any], bool]:
+    """``in_memory(app, response)``: is this app's WSGI body already in memory?
+
+    True only when nothing but werkzeug's own code runs while the server iterates the
+    body: the app's ``wsgi_app`` is Flask's (no WSGI middleware in between that could
+    wrap the body), the response class does not override how werkzeug turns it into a
+    WSGI iterable, and its data is a list or tuple (not a generator, a file or a
+    ``stream_with_context``). Then cxtrace need not re-enter the request's context per
+    chunk. Response classes are judged once; per request: identity checks and a lookup.
+    """
+    from werkzeug.wrappers import Response  # noqa: PLC0415
+
+    wsgi_app = flask_class.wsgi_app
+    names = ("__call__", "get_wsgi_response", "get_app_iter", "iter_encoded")
+    methods = [(name, getattr(Response, name)) for name in names]
+    plain_responses: dict[type, bool] = {}
+
+    def in_memory(app: Any, response: Any) -> bool:
+        if type(app).wsgi_app is not wsgi_app or "wsgi_app" in vars(app):
+            return False
+        cls = type(response)
+        plain = plain_responses.get(cls)
+        if plain is None:
+            plain = all(getattr(cls, name, None) is method for name, method in methods)
+            if len(plain_responses) < 64:  # response classes: bounded anyway
+                plain_responses[cls] = plain
+        return plain and type(getattr(response, "response", None)) in (list, tuple)
+
+    return in_memory
 
 
 def _http_exception_type() -> type[BaseException]:

@@ -24,60 +24,60 @@ _ENTER = Guard("wsgi.body_context")
 
 
 class WsgiView:
-    """A :class:`~cxtrace._telemetry.recorder.ServerRequest` over a WSGI environ."""
+    """A :class:`~cxtrace._telemetry.recorder.ServerRequest` over a WSGI environ.
 
-    __slots__ = ("_environ", "method", "path", "query", "scheme")
+    Plain fields read once here (C-level dict lookups) rather than properties: each
+    property read is a Python call on every request.
+    """
+
+    __slots__ = (
+        "_environ",
+        "client_address",
+        "method",
+        "path",
+        "protocol_version",
+        "query",
+        "scheme",
+        "user_agent",
+    )
 
     def __init__(self, environ: dict[str, Any]) -> None:
         self._environ = environ
-        self.method: str = environ.get("REQUEST_METHOD") or "GET"
-        self.path: str = (environ.get("SCRIPT_NAME") or "") + (
-            environ.get("PATH_INFO") or ""
-        ) or "/"
-        self.scheme: str = environ.get("wsgi.url_scheme") or "http"
-        self.query: str = environ.get("QUERY_STRING") or ""
+        get = environ.get
+        self.method: str = get("REQUEST_METHOD") or "GET"
+        self.path: str = (get("SCRIPT_NAME") or "") + (get("PATH_INFO") or "") or "/"
+        self.scheme: str = get("wsgi.url_scheme") or "http"
+        self.query: str = get("QUERY_STRING") or ""
+        client = get("REMOTE_ADDR")
+        self.client_address: Optional[str] = client if isinstance(client, str) and client else None
+        agent = get("HTTP_USER_AGENT")
+        self.user_agent: Optional[str] = agent if isinstance(agent, str) else None
+        proto = get("SERVER_PROTOCOL")
+        self.protocol_version: Optional[str] = (
+            proto[5:] if isinstance(proto, str) and proto.startswith("HTTP/") else None
+        )
 
     def header(self, environ_key: str) -> Optional[str]:
         value = self._environ.get(environ_key)
         return value if isinstance(value, str) else None
 
     @property
-    def server_address(self) -> Optional[str]:
-        host = self._environ.get("HTTP_HOST")
+    def server(self) -> tuple[Optional[str], Optional[int]]:
+        """(server.address, server.port): from ``Host``, else SERVER_NAME / SERVER_PORT."""
+        environ = self._environ
+        host = environ.get("HTTP_HOST")
+        address: Optional[str]
+        port: Any
         if isinstance(host, str) and host:
-            return split_host(host)[0]
-        return self._environ.get("SERVER_NAME") or None
-
-    @property
-    def server_port(self) -> Optional[int]:
-        host = self._environ.get("HTTP_HOST")
-        port: Any = None
-        if isinstance(host, str) and host:
-            port = split_host(host)[1]
+            address, port = split_host(host)
         else:
-            port = self._environ.get("SERVER_PORT")
+            address, port = environ.get("SERVER_NAME") or None, environ.get("SERVER_PORT")
         if port is None:
-            return 443 if self.scheme == "https" else 80
+            return address, 443 if self.scheme == "https" else 80
         try:
-            return int(port)
+            return address, int(port)
         except ValueError:
-            return None
-
-    @property
-    def client_address(self) -> Optional[str]:
-        value = self._environ.get("REMOTE_ADDR")
-        return value if isinstance(value, str) and value else None
-
-    @property
-    def user_agent(self) -> Optional[str]:
-        return self.header("HTTP_USER_AGENT")
-
-    @property
-    def protocol_version(self) -> Optional[str]:
-        proto = self._environ.get("SERVER_PROTOCOL")
-        if isinstance(proto, str) and proto.startswith("HTTP/"):
-            return proto[5:]
-        return None
+            return address, None
 
 
 class WatchedBody:
@@ -90,28 +90,52 @@ class WatchedBody:
         self._state = state
 
     def __iter__(self) -> Iterator[bytes]:
+        if self._state.body_in_memory:
+            return self._in_memory()
+        return self._streamed()
+
+    def _in_memory(self) -> Iterator[bytes]:
+        # The framework said the body is already in memory (state.body_in_memory): its
+        # iteration runs the framework's own code only, so no context to re-enter.
+        try:
+            yield from self._body
+        except Exception as exc:
+            try:
+                self._state.fail(exc)
+            except Exception as own:  # noqa: BLE001 - a guard
+                _FAIL.swallow(own)
+            raise
+
+    def _streamed(self) -> Iterator[bytes]:
         # Each chunk is produced inside the request's context, so a streamed body (a
         # generator, stream_with_context) still sees its request: spans it starts are
         # children of the server span and set_segment()/mark_conversion() still count.
         # Entered per chunk, not across yields: the server owns the thread between chunks.
+        # Guards as ``try`` (see cxtrace._guard): this runs twice per request at least.
         state = self._state
         chunks = iter(self._body)
         while True:
             tokens = None
-            with _ENTER:
+            try:
                 tokens = state.enter()
+            except Exception as exc:  # noqa: BLE001 - a guard
+                _ENTER.swallow(exc)
             try:
                 chunk = next(chunks)  # the host's code
             except StopIteration:
                 return
             except Exception as exc:
-                with _FAIL:
+                try:
                     state.fail(exc)
+                except Exception as own:  # noqa: BLE001 - a guard
+                    _FAIL.swallow(own)
                 raise
             finally:
                 if tokens is not None:
-                    with _ENTER:
+                    try:
                         state.leave(tokens)
+                    except Exception as exc:  # noqa: BLE001 - a guard
+                        _ENTER.swallow(exc)
             yield chunk
 
     def close(self) -> None:
@@ -120,8 +144,10 @@ class WatchedBody:
             if close is not None:
                 close()  # the host's code: its exceptions are its own
         finally:
-            with _FINISH:
+            try:
                 self._state.finish()
+            except Exception as exc:  # noqa: BLE001 - a guard
+                _FINISH.swallow(exc)
 
 
 def traced_wsgi_call(
@@ -133,15 +159,20 @@ def traced_wsgi_call(
     defer_span: bool = False,
 ) -> Iterable[bytes]:
     """Run one WSGI call traced: begin, the app, then watch the body until close()."""
+    # Guards as ``try`` where they run on every request (see cxtrace._guard).
     state = None
-    with _START:
+    try:
         state = recorder.begin(WsgiView(environ), defer_span=defer_span)
+    except Exception as exc:  # noqa: BLE001 - a guard
+        _START.swallow(exc)
     if state is None:  # excluded, nested, disabled, or our start failed
         return wrapped(environ, start_response)
 
     def traced_start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
-        with _STATUS:
+        try:
             state.status = int(status[:3])
+        except Exception as exc:  # noqa: BLE001 - a guard
+            _STATUS.swallow(exc)
         if exc_info is None:
             return start_response(status, headers)
         return start_response(status, headers, exc_info)
@@ -159,7 +190,9 @@ def traced_wsgi_call(
             state.detach()
             state.finish()
         raise
-    with _FINISH:
+    try:
         state.detach()
         return WatchedBody(body, state)
+    except Exception as exc:  # noqa: BLE001 - a guard
+        _FINISH.swallow(exc)
     return body  # reached only if wrapping failed: the body is still the app's own

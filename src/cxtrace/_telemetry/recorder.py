@@ -22,16 +22,19 @@ import math
 import time
 from collections.abc import Iterable, Mapping
 from contextvars import ContextVar, Token
-from typing import Any, Callable, Final, NamedTuple, Optional, Protocol, Union
+from typing import Any, Callable, Final, Optional, Protocol, Union
 
 from opentelemetry import baggage, propagate, trace
 from opentelemetry import context as otel_context
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
 from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from cxtrace._core.apdex import Outcome, classify
 from cxtrace._core.baggage import CX_KEYS, SIG_KEY, inbound_cx
@@ -67,10 +70,8 @@ class ServerRequest(RequestView, Protocol):
     """What a server integration tells the recorder about a request."""
 
     @property
-    def server_address(self) -> Optional[str]: ...
-
-    @property
-    def server_port(self) -> Optional[int]: ...
+    def server(self) -> tuple[Optional[str], Optional[int]]:
+        """(server.address, server.port), worked out together: one ``Host`` parse."""
 
     @property
     def client_address(self) -> Optional[str]: ...
@@ -102,10 +103,24 @@ class _ViewGetter(Getter[RequestView]):
 
 
 _GETTER: Final = _ViewGetter()
+_W3C_PROPAGATORS: Final = (TraceContextTextMapPropagator, W3CBaggagePropagator)
 _BAGGAGE_KEYS: Final = (*CX_KEYS, SIG_KEY)
 _RESOLVE_SEGMENT = Guard("segment resolver")
 _RESOLVE_USER = Guard("user resolver")
 _SPAN_START = Guard("span processor")
+
+
+def _reads_only_w3c(textmap: object) -> bool:
+    """Whether this propagator reads nothing but ``traceparent``/``tracestate``/``baggage``.
+
+    Only OpenTelemetry's own classes count (exact types: a subclass may read more).
+    """
+    if type(textmap) in _W3C_PROPAGATORS:
+        return True
+    if type(textmap) is CompositePropagator:
+        inner = getattr(textmap, "_propagators", None)  # not public: anything else, no shortcut
+        return isinstance(inner, (list, tuple)) and all(type(p) in _W3C_PROPAGATORS for p in inner)
+    return False
 
 
 def exception_type(exc: BaseException) -> str:
@@ -138,6 +153,8 @@ class Recorder:
         self.inbound_key = settings.propagation_key
         self.trust_inbound = settings.trust_inbound_baggage
         self.reads_inbound = self.inbound_key is not None or self.trust_inbound
+        # The global propagator _extract saw last, and whether it reads only W3C headers.
+        self._textmap_seen: tuple[object, bool] = (None, False)
 
     def bind(self, tracer_provider: Any, meter_provider: Any) -> None:
         """(Re)take the tracer and instruments from these providers.
@@ -185,24 +202,24 @@ class Recorder:
         """
         if not self.active:
             return None
-        if self.excluded is not None and self.excluded.search(view.path):
+        path = view.path
+        if self.excluded is not None and self.excluded.search(path):
             return None
         if _current.get() is not None:  # an app mounted inside a traced app: one request
             return None
         raw_method = view.method
         method = raw_method if raw_method in HTTP_METHODS else sc.OTHER_METHOD
+        scheme = view.scheme
         segment = UNKNOWN
         if self.segment_header_key is not None:
             segment = self.segments.admit(view.header(self.segment_header_key))
 
-        state = RequestState(self, method, view.path, view.scheme)
-        existing = trace.get_current_span()
+        state = RequestState(self, method, path, scheme)
+        current = otel_context.get_current()
+        existing = trace.get_current_span(current)
         enrich = existing.is_recording() and getattr(existing, "kind", None) is SpanKind.SERVER
-        if enrich or defer_span:
-            parent = otel_context.get_current()
-        else:
-            parent = propagate.extract(view, getter=_GETTER)
         raw_baggage = view.header("HTTP_BAGGAGE")
+        parent = current if enrich or defer_span else self._extract(view, raw_baggage)
         if raw_baggage is not None and "cx." in raw_baggage:
             parent = self._take_inbound_cx(state, raw_baggage, parent)
             if segment == UNKNOWN and state.upstream_segment is not None:
@@ -219,10 +236,12 @@ class Recorder:
             state.deferred = True
             state.start_wall_ns = time.time_ns()
         else:
+            # Everything known now goes into start_span (samplers see it; the SDK cleans
+            # one mapping); finish() adds the rest in one set_attributes call.
             attributes: dict[str, Union[str, int]] = {
                 sc.HTTP_REQUEST_METHOD: method,
-                sc.URL_PATH: view.path,
-                sc.URL_SCHEME: view.scheme,
+                sc.URL_PATH: path,
+                sc.URL_SCHEME: scheme,
                 sc.CX_SEGMENT: segment,
             }
             if method is sc.OTHER_METHOD:
@@ -231,14 +250,15 @@ class Recorder:
             query = view.query
             if query:
                 attributes[sc.URL_QUERY] = redact_query(query)
-            address, port = view.server_address, view.server_port
+            address, port = view.server
             if address:
                 attributes[sc.SERVER_ADDRESS] = address
             if port:
                 attributes[sc.SERVER_PORT] = port
-            client, agent = view.client_address, view.user_agent
+            client = view.client_address
             if client:
                 attributes[sc.CLIENT_ADDRESS] = client
+            agent = view.user_agent
             if agent:
                 attributes[sc.USER_AGENT_ORIGINAL] = agent
             protocol = view.protocol_version
@@ -246,17 +266,34 @@ class Recorder:
                 attributes[sc.NETWORK_PROTOCOL_VERSION] = protocol
                 state.protocol_version = protocol
             span = self.tracer.start_span(
-                sc.span_method(method),
+                "HTTP" if method is sc.OTHER_METHOD else method,  # sc.span_method, inlined
                 context=parent,
                 kind=SpanKind.SERVER,
                 attributes=attributes,
             )
             state.span = span
+            state.span_segment = segment
             state.recording = span.is_recording()
-            state.context = trace.set_span_in_context(span, parent)
-            state.otel_token = otel_context.attach(state.context)
+            context = state.context = trace.set_span_in_context(span, parent)
+            state.otel_token = otel_context.attach(context)
         state.token = _current.set(state)
         return state
+
+    def _extract(self, view: ServerRequest, raw_baggage: Optional[str]) -> Context:
+        """The remote parent, as ``propagate.extract`` finds it.
+
+        With OpenTelemetry's default propagators (W3C trace context and baggage) and
+        neither header in the request, that is an empty Context: returned without
+        calling the propagators. Checked against the global propagator per request
+        (by identity; it may be replaced after ``instrument()``).
+        """
+        textmap = propagate.get_global_textmap()
+        seen = self._textmap_seen  # one tuple, replaced whole: threads see a matching pair
+        if seen[0] is not textmap:
+            seen = self._textmap_seen = (textmap, _reads_only_w3c(textmap))
+        if seen[1] and raw_baggage is None and view.header("HTTP_TRACEPARENT") is None:
+            return Context()
+        return textmap.extract(view, getter=_GETTER)
 
     def _take_inbound_cx(self, state: RequestState, raw: str, parent: Context) -> Context:
         """Use inbound CX baggage only when it verifies (or is trusted); never relay it.
@@ -293,6 +330,7 @@ class RequestState:
     """One request's CX and span state; lives from begin() to finish()."""
 
     __slots__ = (
+        "body_in_memory",
         "context",
         "conversion_currency",
         "conversion_marked",
@@ -314,6 +352,7 @@ class RequestState:
         "segment",
         "segment_from_code",
         "span",
+        "span_segment",
         "span_written",
         "start_ns",
         "start_wall_ns",
@@ -333,6 +372,7 @@ class RequestState:
         self.path = path
         self.scheme = scheme
         self.span: Any = None
+        self.span_segment: Optional[str] = None  # the cx.segment the span got at its start
         self.owns_span = True
         self.recording = False
         self.otel_token: Optional[Token[Context]] = None
@@ -358,6 +398,9 @@ class RequestState:
         self.span_written = False  # our attributes are on the span (finish or hand_over)
         self.deferred = False  # contrib starts (and ends early) the server span: hand_over
         self.start_wall_ns: Optional[int] = None  # only when deferred
+        # Set by an integration that saw the final response: its body is already in
+        # memory, so sending it runs no app code and needs no re-entered context.
+        self.body_in_memory = False
 
     # ------------------------------------------------------------------ during the request
 
@@ -548,6 +591,7 @@ class RequestState:
         self._write_span(self._judge((time.perf_counter_ns() - self.start_ns) / 1e9))
 
     def _judge(self, duration_s: float) -> _Verdict:
+        """(outcome, threshold_ms attribute, error.type, converted)."""
         rec = self.recorder
         step = self.step
         threshold_s = rec.threshold_s
@@ -569,35 +613,36 @@ class RequestState:
             error_type = exception_type(error)
         elif status >= 500 or status in rec.frustrated_status:
             error_type = str(status)
-        return _Verdict(outcome, threshold_attr, error_type, converted)
+        return outcome, threshold_attr, error_type, converted
 
     def _count(self, verdict: _Verdict, duration_s: float) -> None:
         rec = self.recorder
         step = self.step
         status = self.status
         segment = self.segment
+        route = self.route
+        method = self.method
+        outcome, _, error_type, converted = verdict
         journey = step.journey if step is not None else None
         step_name = step.step if step is not None else None
-        rec.requests_tally.add(
-            (verdict.outcome.satisfaction, segment, journey, step_name, self.route, self.method)
-        )
-        duration_attrs: dict[str, Union[str, int]] = {
-            sc.HTTP_REQUEST_METHOD: self.method,
+        rec.requests_tally.add((outcome.satisfaction, segment, journey, step_name, route, method))
+        attributes: dict[str, Union[str, int]] = {
+            sc.HTTP_REQUEST_METHOD: method,
             sc.URL_SCHEME: self.scheme,
             sc.CX_SEGMENT: segment,
         }
-        if self.route is not None:
-            duration_attrs[sc.HTTP_ROUTE] = self.route
+        if route is not None:
+            attributes[sc.HTTP_ROUTE] = route
         if step_name is not None:
-            duration_attrs[sc.CX_STEP] = step_name
+            attributes[sc.CX_STEP] = step_name
         if status:
-            duration_attrs[sc.HTTP_RESPONSE_STATUS_CODE] = status
-        if verdict.error_type is not None:
-            duration_attrs[sc.ERROR_TYPE] = verdict.error_type
+            attributes[sc.HTTP_RESPONSE_STATUS_CODE] = status
+        if error_type is not None:
+            attributes[sc.ERROR_TYPE] = error_type
         if self.protocol_version is not None:
-            duration_attrs[sc.NETWORK_PROTOCOL_VERSION] = self.protocol_version
-        rec.duration_histogram.record(duration_s, duration_attrs)
-        if verdict.converted:
+            attributes[sc.NETWORK_PROTOCOL_VERSION] = self.protocol_version
+        rec.duration_histogram.record(duration_s, attributes)
+        if converted:
             rec.conversions_tally.add((journey, step_name, segment))
 
     def _write_span(self, verdict: _Verdict) -> None:
@@ -607,36 +652,43 @@ class RequestState:
         span = self.span
         step = self.step
         status = self.status
-        outcome = verdict.outcome
+        route = self.route
+        outcome, threshold_attr, error_type, converted = verdict
         attrs: dict[str, Union[str, int, float, bool]] = {
-            sc.CX_APDEX_THRESHOLD_MS: verdict.threshold_attr,
+            sc.CX_APDEX_THRESHOLD_MS: threshold_attr,
             sc.CX_SATISFACTION: outcome.satisfaction,
             sc.CX_SATISFACTION_SCORE: outcome.score,
-            sc.CX_CONVERSION: verdict.converted,
-            sc.CX_SEGMENT: self.segment,
+            sc.CX_CONVERSION: converted,
         }
+        if self.segment != self.span_segment:  # set_segment() or a resolver changed it
+            attrs[sc.CX_SEGMENT] = self.segment
         if outcome.reason is not None:
             attrs[sc.CX_FRUSTRATION_REASON] = outcome.reason
         if step is not None:
             attrs.update(step.attributes)
         if self.user_hash is not None:
             attrs[sc.USER_HASH] = self.user_hash
-        if self.route is not None:
-            attrs[sc.HTTP_ROUTE] = self.route
+        if route is not None:
+            attrs[sc.HTTP_ROUTE] = route
             if self.owns_span:
-                span.update_name(f"{sc.span_method(self.method)} {self.route}")
+                method = self.method
+                span.update_name(f"{'HTTP' if method is sc.OTHER_METHOD else method} {route}")
         if status:
             attrs[sc.HTTP_RESPONSE_STATUS_CODE] = status
-        if verdict.error_type is not None:
-            attrs[sc.ERROR_TYPE] = verdict.error_type
-        if verdict.converted and self.conversion_value is not None:
+        if error_type is not None:
+            attrs[sc.ERROR_TYPE] = error_type
+        if converted and self.conversion_value is not None:
             attrs[sc.CX_CONVERSION_VALUE] = self.conversion_value
-        if verdict.converted and self.conversion_currency is not None:
+        if converted and self.conversion_currency is not None:
             attrs[sc.CX_CONVERSION_CURRENCY] = self.conversion_currency
         span.set_attributes(attrs)
         if self.error is not None or status >= 500:
-            span.set_status(Status(StatusCode.ERROR, verdict.error_type))
+            span.set_status(Status(StatusCode.ERROR, error_type))
 
+
+# (outcome, cx.apdex.threshold_ms, error.type or None, converted): a plain tuple, one
+# allocation and no Python-level constructor call per request.
+_Verdict = tuple[Outcome, int, Optional[str], bool]
 
 _REQUEST_KEYS: Final = (
     sc.CX_SATISFACTION,
@@ -666,7 +718,7 @@ class _Tally:
         self._lock = ForkSafeLock()
 
     def add(self, key: tuple[Optional[str], ...]) -> None:
-        with self._lock:
+        with self._lock.raw:  # once per request: the lock itself (cxtrace._core.locks)
             count = self._counts.get(key)
             if count is None:
                 self._attributes[key] = {
@@ -681,13 +733,6 @@ class _Tally:
             counts = list(self._counts.items())
         attributes = self._attributes
         return [Observation(count, attributes[key]) for key, count in counts]
-
-
-class _Verdict(NamedTuple):
-    outcome: Outcome
-    threshold_attr: int
-    error_type: Optional[str]
-    converted: bool
 
 
 def check_conversion_value(value: object) -> Optional[float]:
@@ -705,10 +750,12 @@ class CxSpanProcessor(SpanProcessor):
         self._is_active = is_active
 
     def on_start(self, span: SdkSpan, parent_context: Optional[Context] = None) -> None:
-        with _SPAN_START:
+        try:  # a guard as ``try``: this runs for every span (see cxtrace._guard)
             state = _current.get()
             if state is not None and state.span is not span and self._is_active():
                 span.set_attributes(state.cx_attributes())
+        except Exception as exc:  # noqa: BLE001 - a guard
+            _SPAN_START.swallow(exc)
 
     def on_end(self, span: ReadableSpan) -> None:
         return None
