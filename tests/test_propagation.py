@@ -6,6 +6,7 @@ An upstream Flask service calls downstream services (Django, or a Flask echo) th
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -141,6 +142,41 @@ def test_a_backend_sees_which_segment_and_step_it_serves(
         )
         == 1
     )
+
+
+def test_a_conversion_is_counted_by_the_service_where_it_happens_not_downstream(
+    otlp: Receiver, instrument: Any, serve: Any, tmp_path: Path
+) -> None:
+    journeys = tmp_path / "journeys.toml"
+    journeys.write_text(JOURNEYS.replace('"/call" }', '"/call", conversion = true }'))
+    handle = instrument(
+        otlp,
+        env={
+            "CXTRACE_INTEGRATIONS": ALL,
+            "CXTRACE_PROPAGATION_KEY": KEY,
+            "CXTRACE_JOURNEYS_FILE": str(journeys),
+        },
+    )
+    backend = serve(django_server.WSGI_APP)
+    shop = serve(make_upstream())
+
+    response = requests.get(
+        f"{shop}/call", params={"target": f"{backend}/products/9/"}, headers={"X-Tier": "pro"}
+    )
+
+    assert response.text == "product 9"
+    otlp.wait_for(lambda r: len(spans_of(r, "SERVER")) == 2)
+    upstream = spans_of(otlp, "SERVER", **{"url.path": "/call"})[0]
+    downstream = spans_of(otlp, "SERVER", **{"url.path": "/products/9/"})[0]
+    assert upstream.attributes["cx.conversion"] is True
+    # The backend serves the caller's conversion step (verified), but the customer
+    # converted once, at the shop: counting it again would double every funnel.
+    assert downstream.attributes["cx.step"] == "checkout"
+    assert downstream.attributes["cx.conversion"] is False
+    handle.force_flush()
+    otlp.wait_for(lambda r: r.metric_total("cx.requests") == 2)
+    assert otlp.metric_total("cx.conversions") == 1
+    assert otlp.metric_total("cx.conversions", **{"cx.segment": "pro", "cx.step": "checkout"}) == 1
 
 
 @pytest.mark.parametrize("session", [False, True], ids=["requests.get", "Session.get"])

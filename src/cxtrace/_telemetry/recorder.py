@@ -359,6 +359,7 @@ class RequestState:
         "status",
         "step",
         "step_from_code",
+        "step_inherited",
         "token",
         "upstream_segment",
         "upstream_step",
@@ -382,6 +383,7 @@ class RequestState:
         self.segment_from_code = False
         self.upstream_segment: Optional[str] = None  # from verified inbound CX baggage
         self.upstream_step: Optional[StepRef] = None
+        self.step_inherited = False  # the step is the caller's: its conversion is counted there
         self.route: Optional[str] = None
         self.step: Optional[StepRef] = None
         self.step_from_code = False
@@ -418,7 +420,9 @@ class RequestState:
         if not self.step_from_code:
             # This service's own rules first; else the step the (verified) caller is in,
             # so a backend can say which customer journeys it serves.
-            self.step = rec.matcher.match(route, self.path, self.method) or self.upstream_step
+            own = rec.matcher.match(route, self.path, self.method)
+            self.step_inherited = own is None and self.upstream_step is not None
+            self.step = own or self.upstream_step
         resolver = rec.segment_resolver
         if request is not None and resolver is not None and not self.segment_from_code:
             with _RESOLVE_SEGMENT:
@@ -465,6 +469,7 @@ class RequestState:
     def set_step(self, step: StepRef) -> None:
         self.step = step
         self.step_from_code = True
+        self.step_inherited = False
 
     def set_user(self, user_id: object) -> None:
         key = self.recorder.user_key
@@ -604,7 +609,10 @@ class RequestState:
         is_error = error is not None or status in rec.frustrated_status
         outcome = classify(duration_s, threshold_s, is_error=is_error)
         converted = bool(
-            (self.conversion_marked or (step is not None and step.conversion))
+            (
+                self.conversion_marked
+                or (step is not None and step.conversion and not self.step_inherited)
+            )
             and not is_error
             and 0 < status < 400
         )
