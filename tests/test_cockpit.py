@@ -197,7 +197,9 @@ def test_spans_give_reasons_examples_thresholds_and_conversion_value(
     provider = TracerProvider(resource=Resource.create({"service.name": "shop"}))
     provider.add_span_processor(SimpleSpanProcessor(span_exporter(protocol, cockpit)))
     tracer = provider.get_tracer("test")
-    now = time.time_ns()
+    # Spans are kept by the minute they ended in: let every one end before the query's
+    # "now", or a run in a minute's last seconds puts the slow ones past the window.
+    now = time.time_ns() - 10_000_000_000
     trace_ids: dict[str, list[str]] = {"error": [], "slow": []}
 
     def server_span(duration_ms: int, attrs: dict[str, Any], error: bool = False) -> str:
@@ -460,9 +462,9 @@ def test_browser_page_loads_show_beside_server_requests(cockpit: Cockpit) -> Non
             "cx.frustration.reason": "slow",
             "cx.apdex.threshold_ms": 2500,
         },
-        start_time=now,
+        start_time=now - 12_000_000_000,
     )
-    span.end(end_time=now + 12_000_000_000)
+    span.end(end_time=now)  # ended before the query's "now": inside the window
     provider.shutdown()
 
     checkout = cell(api(cockpit, "grid"), "pro", "checkout")
