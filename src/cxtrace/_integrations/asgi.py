@@ -13,11 +13,19 @@ from cxtrace._core.request import split_host
 from cxtrace._guard import Guard
 from cxtrace._telemetry.recorder import Recorder
 
-__all__ = ["AsgiView", "traced_asgi_call"]
+__all__ = ["AsgiView", "scope_header", "traced_asgi_call"]
 
 _START = Guard("asgi.start")
 _SEND = Guard("asgi.send")
 _FINISH = Guard("asgi.finish")
+
+
+def scope_header(scope: dict[str, Any], name: bytes) -> Optional[str]:
+    """The first value of header ``name`` (lowercase bytes) in an ASGI scope, or None."""
+    for key, value in scope.get("headers") or ():
+        if key == name:
+            return value.decode("latin-1") if isinstance(value, bytes) else None
+    return None
 
 
 class AsgiView:
@@ -37,11 +45,9 @@ class AsgiView:
         # HTTP_X_CUSTOMER_TIER -> b"x-customer-tier"; a handful of lookups per request.
         if not environ_key.startswith("HTTP_"):
             return None
-        name = environ_key[5:].lower().replace("_", "-").encode("latin-1")
-        for key, value in self._scope.get("headers") or ():
-            if key == name:
-                return value.decode("latin-1") if isinstance(value, bytes) else None
-        return None
+        return scope_header(
+            self._scope, environ_key[5:].lower().replace("_", "-").encode("latin-1")
+        )
 
     @property
     def server(self) -> tuple[Optional[str], Optional[int]]:

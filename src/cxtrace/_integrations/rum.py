@@ -32,6 +32,7 @@ from cxtrace._core.rum import (
     is_injectable_type,
 )
 from cxtrace._guard import Guard
+from cxtrace._integrations.asgi import scope_header
 from cxtrace._patch import Patcher
 from cxtrace._telemetry.recorder import current_request
 from cxtrace._telemetry.rum import RumRecorder
@@ -187,13 +188,6 @@ def _wsgi_endpoint(
 # --------------------------------------------------------------------------- ASGI
 
 
-def _header(scope: dict[str, Any], name: bytes) -> Optional[str]:
-    for key, value in scope.get("headers") or ():
-        if key == name:
-            return value.decode("latin-1") if isinstance(value, bytes) else None
-    return None
-
-
 async def _read_asgi(receive: Any, limit: int) -> bytes:
     """The request body, at most ``limit`` + 1 bytes (more means a lying Content-Length)."""
     chunks: list[bytes] = []
@@ -231,12 +225,12 @@ async def _answer_asgi(
     method = scope.get("method") or "GET"
     if scope.get("path") == SCRIPT_PATH:
         status, headers, body = script.answer(
-            method, _header(scope, b"accept-encoding"), _header(scope, b"if-none-match")
+            method, scope_header(scope, b"accept-encoding"), scope_header(scope, b"if-none-match")
         )
     else:
         received = b""
-        content_type = _header(scope, b"content-type")
-        content_length = _header(scope, b"content-length")
+        content_type = scope_header(scope, b"content-type")
+        content_length = scope_header(scope, b"content-length")
         if method == "POST":
             try:
                 declared = check_request(content_type, content_length)
@@ -250,7 +244,7 @@ async def _answer_asgi(
             content_type,
             content_length,
             lambda length: received,
-            _header(scope, b"user-agent"),
+            scope_header(scope, b"user-agent"),
         )
         headers = _beacon_headers(status)
         body = b""
@@ -311,8 +305,10 @@ def _injecting(
 ) -> Callable[[Any, Any, tuple[Any, ...], dict[str, Any]], Any]:
     def call(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         response = wrapped(*args, **kwargs)  # the host's code: never inside a guard
-        with _INJECT:
+        try:  # a guard as ``try`` on this per-response path (see cxtrace._guard)
             inject(rum, response)
+        except Exception as exc:  # noqa: BLE001 - a guard
+            _INJECT.swallow(exc)
         return response
 
     return call
@@ -324,8 +320,10 @@ def _injecting_async(
     def call(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         async def run() -> Any:
             response = await wrapped(*args, **kwargs)
-            with _INJECT:
+            try:  # a guard as ``try`` (see cxtrace._guard)
                 inject(rum, response)
+            except Exception as exc:  # noqa: BLE001 - a guard
+                _INJECT.swallow(exc)
             return response
 
         return run()
