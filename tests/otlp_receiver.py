@@ -109,6 +109,8 @@ class PointRecord:
     scope: str
     start_ns: int
     time_ns: int
+    # explicit-bucket histograms: (value, trace_id hex, span_id hex) of each exemplar
+    exemplars: tuple[tuple[float, str, str], ...] = ()
 
 
 # --------------------------------------------------------------------------- decoding
@@ -240,6 +242,11 @@ def _metric_points(
                 scope=scope,
                 start_ns=point.start_time_unix_nano,
                 time_ns=point.time_unix_nano,
+                exemplars=tuple(
+                    (e.as_double, _hex(e.trace_id), _hex(e.span_id)) for e in point.exemplars
+                )
+                if kind == "histogram"
+                else (),
             )
         )
     return records

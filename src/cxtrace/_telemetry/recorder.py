@@ -33,6 +33,7 @@ from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace import Span as SdkSpan
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -45,6 +46,7 @@ from cxtrace._core.privacy import UNKNOWN, SegmentGate, hash_user, redact_query
 from cxtrace._core.request import RequestView
 from cxtrace._guard import Guard
 from cxtrace._telemetry import semconv as sc
+from cxtrace._telemetry.histogram import attach
 
 __all__ = [
     "CxSpanProcessor",
@@ -184,12 +186,26 @@ class Recorder:
             unit="{conversion}",
             description="Successful conversion steps by journey, step and segment",
         )
-        self.duration_histogram = meter.create_histogram(
+        # The duration histogram likewise, where cxtrace can hand its points to the
+        # provider's readers itself (cxtrace._telemetry.histogram); else the SDK's.
+        description = "Duration of HTTP server requests, until the body was sent"
+        self.durations = attach(
+            meter_provider,
             sc.HTTP_SERVER_REQUEST_DURATION,
             unit="s",
-            description="Duration of HTTP server requests, until the body was sent",
-            explicit_bucket_boundaries_advisory=sc.DURATION_BUCKETS_S,
+            description=description,
+            bounds=sc.DURATION_BUCKETS_S,
+            names=_DURATION_KEYS,
+            scope=InstrumentationScope("cxtrace", version),
         )
+        self.duration_histogram = None
+        if self.durations is None:
+            self.duration_histogram = meter.create_histogram(
+                sc.HTTP_SERVER_REQUEST_DURATION,
+                unit="s",
+                description=description,
+                explicit_bucket_boundaries_advisory=sc.DURATION_BUCKETS_S,
+            )
 
     # ------------------------------------------------------------------ begin
 
@@ -634,10 +650,38 @@ class RequestState:
         journey = step.journey if step is not None else None
         step_name = step.step if step is not None else None
         rec.requests_tally.add((outcome.satisfaction, segment, journey, step_name, route, method))
+        durations = rec.durations
+        if durations is not None:
+            key = (
+                method,
+                self.scheme,
+                segment,
+                route,
+                step_name,
+                status or None,
+                error_type,
+                self.protocol_version,
+            )
+            durations.record(key, duration_s, self.span if self.recording else None)
+        else:
+            self._record_sdk(rec, duration_s, step_name, error_type)
+        if converted:
+            rec.conversions_tally.add((journey, step_name, segment))
+
+    def _record_sdk(
+        self,
+        rec: Recorder,
+        duration_s: float,
+        step_name: Optional[str],
+        error_type: Optional[str],
+    ) -> None:
+        """The duration into the SDK's histogram (a provider cxtrace cannot collect from)."""
+        status = self.status
+        route = self.route
         attributes: dict[str, Union[str, int]] = {
-            sc.HTTP_REQUEST_METHOD: method,
+            sc.HTTP_REQUEST_METHOD: self.method,
             sc.URL_SCHEME: self.scheme,
-            sc.CX_SEGMENT: segment,
+            sc.CX_SEGMENT: self.segment,
         }
         if route is not None:
             attributes[sc.HTTP_ROUTE] = route
@@ -649,9 +693,8 @@ class RequestState:
             attributes[sc.ERROR_TYPE] = error_type
         if self.protocol_version is not None:
             attributes[sc.NETWORK_PROTOCOL_VERSION] = self.protocol_version
-        rec.duration_histogram.record(duration_s, attributes)
-        if converted:
-            rec.conversions_tally.add((journey, step_name, segment))
+        if rec.duration_histogram is not None:
+            rec.duration_histogram.record(duration_s, attributes)
 
     def _write_span(self, verdict: _Verdict) -> None:
         self.span_written = True
@@ -707,6 +750,17 @@ _REQUEST_KEYS: Final = (
     sc.HTTP_REQUEST_METHOD,
 )
 _CONVERSION_KEYS: Final = (sc.CX_JOURNEY, sc.CX_STEP, sc.CX_SEGMENT)
+# http.server.request.duration's attributes, in the order of the keys _count() builds.
+_DURATION_KEYS: Final = (
+    sc.HTTP_REQUEST_METHOD,
+    sc.URL_SCHEME,
+    sc.CX_SEGMENT,
+    sc.HTTP_ROUTE,
+    sc.CX_STEP,
+    sc.HTTP_RESPONSE_STATUS_CODE,
+    sc.ERROR_TYPE,
+    sc.NETWORK_PROTOCOL_VERSION,
+)
 
 
 class _Tally:
