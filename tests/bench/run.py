@@ -352,18 +352,22 @@ def _verdict(value: float, reference: float, target: float) -> str:
 
 def memory_table(points: dict[str, list[dict[str, int]]]) -> str:
     lines = [
-        "| framework | requests | RSS MiB | gc objects | RSS growth since previous MiB |",
-        "|---|---:|---:|---:|---:|",
+        "| framework | requests | RSS MiB | RSS growth MiB | gc objects | allocated blocks "
+        "| blocks growth |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for fw, rows in points.items():
-        previous: Optional[int] = None
+        previous: Optional[dict[str, int]] = None
         for row in rows:
-            growth = "-" if previous is None else f"{(row['rss'] - previous) / 2**20:+.2f}"
+            rss_growth = blocks_growth = "-"
+            if previous is not None:
+                rss_growth = f"{(row['rss'] - previous['rss']) / 2**20:+.2f}"
+                blocks_growth = f"{row['blocks'] - previous['blocks']:+,}"
             lines.append(
-                f"| {fw} | {row['requests']:,} | {row['rss'] / 2**20:.1f} "
-                f"| {row['objects']:,} | {growth} |"
+                f"| {fw} | {row['requests']:,} | {row['rss'] / 2**20:.2f} | {rss_growth} "
+                f"| {row['objects']:,} | {row['blocks']:,} | {blocks_growth} |"
             )
-            previous = row["rss"]
+            previous = row
     return "\n".join(lines)
 
 
@@ -564,8 +568,11 @@ def report(
         "",
         "## Memory",
         "",
-        "cxtrace configuration, one process per framework; RSS from `/proc/self/statm` and "
-        "`len(gc.get_objects())` after a `gc.collect()`.",
+        "cxtrace configuration, one process per framework, measured after each quarter of "
+        "the requests with the span queue flushed and after a `gc.collect()`: RSS from "
+        "`/proc/self/statm`, `len(gc.get_objects())`, and `sys.getallocatedblocks()` (the "
+        "interpreter's live memory blocks: what a leak grows; RSS also moves with how the "
+        "allocator's arenas happen to be laid out).",
         "",
         memory_table(memory),
         "",

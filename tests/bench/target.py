@@ -389,15 +389,29 @@ def _rss_bytes() -> int:
 
 
 def memory(args: argparse.Namespace) -> dict[str, Any]:
-    """RSS and gc-tracked objects after n/2 and n cxtrace requests."""
+    """RSS, gc-tracked objects and allocated blocks after each quarter of n cxtrace requests.
+
+    Each point is taken with the span queue flushed and after a ``gc.collect()``, so what
+    differs between points is what the requests left behind. ``sys.getallocatedblocks()``
+    counts the interpreter's live memory blocks: a leak grows it; RSS also moves with how
+    the allocator's arenas happen to be laid out.
+    """
     app, pipeline = build_server(args.framework, "cxtrace")
     environ = webapps.environ_for(args.framework)
-    half = args.requests // 2
+    quarter = args.requests // 4
     points = []
-    for done in (half, 2 * half):
-        drive(app, environ, half, timed=False)
+    for step in range(1, 5):
+        drive(app, environ, quarter, timed=False)
+        pipeline.tracer_provider.force_flush()
         gc.collect()
-        points.append({"requests": done, "rss": _rss_bytes(), "objects": len(gc.get_objects())})
+        points.append(
+            {
+                "requests": step * quarter,
+                "rss": _rss_bytes(),
+                "objects": len(gc.get_objects()),
+                "blocks": sys.getallocatedblocks(),
+            }
+        )
     return {"points": points, **pipeline.finish()}
 
 
