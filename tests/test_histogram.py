@@ -141,6 +141,21 @@ def test_reader_added_later_collects_it_too() -> None:
     assert [p.count for p in points(later, "d")] == [1]
 
 
+@pytest.mark.skipif(
+    not hasattr(MeterProvider, "add_metric_reader"), reason="SDK without add_metric_reader"
+)
+def test_taken_again_after_a_delta_reader_joined_it_stays_one_series() -> None:
+    provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    ours = attach(provider)
+    assert ours is not None
+    provider.add_metric_reader(
+        InMemoryMetricReader(preferred_temporality={SdkHistogram: AggregationTemporality.DELTA})
+    )
+    # No SDK histogram of the same name beside it (two series for one metric).
+    assert attach(provider) is ours
+    assert attach(provider, "another") is None  # a new one, though, must respect the reader
+
+
 @pytest.mark.parametrize(
     "make",
     [

@@ -343,10 +343,10 @@ def attach(
             consumer.collect = hook  # what readers added later are given
             for reader in readers:
                 reader._collect = hook
-        elif not all(_reader_ok(r) for r in readers):
-            return None
         histogram = hook.histograms.get(name)
         if histogram is None:
+            if not all(_reader_ok(r) for r in readers):
+                return None
             histogram = hook.histograms[name] = FastHistogram(
                 name, unit, description, bounds, names=names, scope=scope, exemplars=mode
             )
