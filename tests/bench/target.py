@@ -43,10 +43,10 @@ from webapps import FloorMiddleware, WsgiApp
 
 HERE = Path(__file__).resolve().parent
 JOURNEYS_FILE = HERE / "journeys.toml"
-SERVER_CONFIGS = ("bare", "contrib", "contrib+metrics", "floor", "cxtrace")
-# `run.py --breakdown`: cxtrace with its spans unsampled (a sampler that drops them all),
-# with no metric reader, or both: what the recorded span and the metric aggregation cost.
-BREAKDOWN_CONFIGS = ("cxtrace-unsampled", "cxtrace-noreader", "cxtrace-neither")
+# cxtrace-unsampled: cxtrace with a sampler that drops every span (what recording costs).
+SERVER_CONFIGS = ("bare", "contrib", "contrib+metrics", "floor", "cxtrace", "cxtrace-unsampled")
+# `run.py --breakdown`: also with no metric reader, or unsampled and no reader.
+BREAKDOWN_CONFIGS = ("cxtrace-noreader", "cxtrace-neither")
 CLIENT_CONFIGS = ("bare", "contrib", "contrib+metrics", "cxtrace")
 FRAMEWORKS = ("flask", "django")
 # What a cxtrace span of the benchmarked request must carry (checked, and reported).
