@@ -86,7 +86,6 @@ class FastHistogram:
     """
 
     __slots__ = (
-        "__weakref__",
         "_bounds",
         "_exemplars",
         "_lock",
@@ -206,7 +205,7 @@ _Collect = Callable[..., Optional[MetricsData]]
 class _Hook:
     """The collect callback of one MeterProvider's readers: the SDK's, plus cxtrace's."""
 
-    __slots__ = ("__weakref__", "histograms", "original", "resource")
+    __slots__ = ("histograms", "original", "resource")
 
     def __init__(self, original: _Collect, resource: Any) -> None:
         self.original = original
@@ -333,21 +332,20 @@ def attach(
     readers = list(storages)
     with _hooks_lock:
         hook = _hooks.get(provider)
+        histogram = hook.histograms.get(name) if hook is not None else None
+        if histogram is not None:
+            return histogram  # the same series again, whatever readers joined since
+        if not all(_reader_ok(r) for r in readers):
+            return None
         if hook is None:
             original = getattr(consumer, "collect", None)
-            if original is None or not all(
-                _reader_ok(r) and getattr(r, "_collect", None) == original for r in readers
-            ):
-                return None
+            if original is None or any(getattr(r, "_collect", None) != original for r in readers):
+                return None  # someone else wraps the readers' collect: leave it alone
             hook = _hooks[provider] = _Hook(original, sdk_config.resource)
             consumer.collect = hook  # what readers added later are given
             for reader in readers:
                 reader._collect = hook
-        histogram = hook.histograms.get(name)
-        if histogram is None:
-            if not all(_reader_ok(r) for r in readers):
-                return None
-            histogram = hook.histograms[name] = FastHistogram(
-                name, unit, description, bounds, names=names, scope=scope, exemplars=mode
-            )
+        histogram = hook.histograms[name] = FastHistogram(
+            name, unit, description, bounds, names=names, scope=scope, exemplars=mode
+        )
         return histogram
