@@ -6,8 +6,12 @@ Each session installs what it needs into its own virtualenv (uv when available).
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import nox
 
@@ -25,6 +29,8 @@ TEST_DEPS = [
     "hypothesis>=6.80",
     "playwright>=1.40",  # drives Debian's chromium (tests/browser.py); no browser download
     "pyyaml>=6",  # tests/test_deploy_kit.py reads the docs/deploy/ YAML files
+    "nox>=2024.4",  # tests/test_noxfile.py runs the README's test command itself
+    "uv>=0.4",
     # tests/test_coexistence.py: next to OpenTelemetry's own instrumentations
     "opentelemetry-instrumentation-requests",
     "opentelemetry-instrumentation-flask",
@@ -52,16 +58,78 @@ OLDEST_OTEL = [
 CI_MATRIX = [("3.9", "2.2", "4.2", "oldest"), ("3.13", "3", "6", "newest")]
 
 
+def _runs(python: str, version: str) -> bool:
+    """Whether ``python`` starts and is ``version`` ("3.9"): a pyenv shim for a version
+    pyenv has not selected is on PATH, yet exits 127 ("command not found")."""
+    probe = "import sys; print('%d.%d' % sys.version_info[:2])"
+    try:
+        out = subprocess.run(
+            [python, "-c", probe], capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return out.returncode == 0 and out.stdout.strip() == version
+
+
+def _interpreter(version: str) -> str | None:
+    """A Python ``version`` that really runs: ``pythonX.Y`` on PATH, else pyenv's install."""
+    candidates = [shutil.which(f"python{version}")]
+    root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
+    installs = sorted(root.glob(f"{version}.*/bin/python{version}"), key=_release, reverse=True)
+    candidates += [str(path) for path in installs]
+    return next((c for c in candidates if c and _runs(c, version)), None)
+
+
+def _release(path: Path) -> tuple[int, ...]:
+    """(3, 9, 18) for .../versions/3.9.18/bin/python3.9; pre-releases sort first."""
+    return tuple(int(part) if part.isdigit() else -1 for part in path.parts[-3].split("."))
+
+
 def _here() -> tuple[str, str, str, str]:
     """The interpreter nox itself runs on, with the newest Flask and a Django it supports."""
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
     django = "6" if sys.version_info >= (3, 12) else "5.2" if sys.version_info >= (3, 10) else "4.2"
-    return (version, "3", django, "newest")
+    return (sys.executable, "3", django, "newest")
 
 
-# On a fresh machine with only one Python (the README's promise), run the suite there
-# rather than skip it; CI puts 3.9 and 3.13 on PATH (.ci/run) and gets the matrix.
-TESTS_MATRIX = [m for m in CI_MATRIX if shutil.which(f"python{m[0]}")] or [_here()]
+def _tests_matrix() -> tuple[list[tuple[str, str, str, str]], list[str], str]:
+    """The CI matrix's sets whose Python runs here, or this interpreter when none does.
+
+    Returns (matrix, the session ids, a line saying what was left out). On CI the
+    versions stay as they are, so a missing one fails the run (--error-on-missing-
+    interpreters) rather than shrinking the matrix.
+    """
+    if os.environ.get("CI"):
+        return CI_MATRIX, _ids(CI_MATRIX), ""
+    found = [(m, _interpreter(m[0])) for m in CI_MATRIX]
+    matrix = [(path, *m[1:]) for m, path in found if path is not None]
+    ids = [_id(m) for m, path in found if path is not None]
+    missing = [f"python{m[0]}" for m, path in found if path is None]
+    if not matrix:
+        here = _here()
+        matrix, ids = [here], [_id((_version(), *here[1:]))]
+        note = f"{' and '.join(missing)} not found or not runnable: testing on {sys.executable}"
+        return matrix, ids, note + f" (Python {_version()}) instead"
+    if missing:
+        return matrix, ids, f"{' and '.join(missing)} not found or not runnable: skipped"
+    return matrix, ids, ""
+
+
+def _version() -> str:
+    return f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def _id(entry: tuple[str, str, str, str]) -> str:
+    python, flask, django, otel = entry
+    return f"py{python}-flask{flask}-django{django}-otel-{otel}"
+
+
+def _ids(matrix: list[tuple[str, str, str, str]]) -> list[str]:
+    return [_id(m) for m in matrix]
+
+
+# On a machine with only one Python (the README's promise), or pyenv with some versions,
+# run the suite on what really runs rather than skip it; CI gets the whole matrix.
+TESTS_MATRIX, TESTS_IDS, TESTS_NOTE = _tests_matrix()
 FULL_MATRIX = [
     ("3.10", "3", "5.2", "newest"),
     ("3.11", "3", "5.2", "oldest"),
@@ -82,17 +150,25 @@ def _flask(version: str) -> list[str]:
 def _run_tests(session: nox.Session, flask: str, django: str, otel: str) -> None:
     pins = OLDEST_OTEL if otel == "oldest" else []
     session.install("-e", ".[grpc]", *TEST_DEPS, *_flask(flask), DJANGO[django], *pins)
-    session.run("pytest", *(session.posargs or ["-q"]))
-
-
-def _ids(matrix: list[tuple[str, str, str, str]]) -> list[str]:
-    return [f"py{p}-flask{f}-django{d}-otel-{o}" for p, f, d, o in matrix]
+    report = Path(session.create_tmp()) / "junit.xml"
+    report.unlink(missing_ok=True)
+    session.run("pytest", f"--junitxml={report}", *(session.posargs or ["-q"]))
+    # A run that selected nothing, or skipped everything, tested nothing: never a success.
+    ran = 0
+    if report.exists():
+        for suite in ET.parse(report).getroot().iter("testsuite"):
+            ran += int(suite.get("tests", 0)) - int(suite.get("skipped", 0))
+    if ran <= 0:
+        session.error("pytest ran no test")
+    session.log(f"{ran} tests ran")
 
 
 @nox.session
-@nox.parametrize("python,flask,django,otel", TESTS_MATRIX, ids=_ids(TESTS_MATRIX))
+@nox.parametrize("python,flask,django,otel", TESTS_MATRIX, ids=TESTS_IDS)
 def tests(session: nox.Session, flask: str, django: str, otel: str) -> None:
     """The test suite on the oldest and newest supported Python/Flask/Django/OTel sets."""
+    if TESTS_NOTE:
+        session.warn(TESTS_NOTE)
     _run_tests(session, flask, django, otel)
 
 

@@ -1,0 +1,116 @@
+"""The README's test command tests, whatever Pythons the machine has (issue #14).
+
+On a pyenv machine, ``python3.9`` on PATH is a shim that exits 127 when pyenv has not
+selected 3.9; nox used to take it for present, skip both sessions and exit 0 having run
+no test. Here the README's command runs in a copy of this tree with such shims first on
+PATH and no pyenv installs to fall back on, as a newcomer's machine would have it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BROKEN_SHIM = '#!/bin/sh\necho "pyenv: $(basename "$0"): command not found" >&2\nexit 127\n'
+
+pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This tree's files (committed or not, minus what .gitignore drops) in a new folder."""
+    copy = tmp_path_factory.mktemp("fresh-clone")
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source = ROOT / name
+        if source.is_file():
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, copy / name)
+    return copy
+
+
+def newcomer_env(tmp: Path, **extra: str) -> dict[str, str]:
+    """PATH with broken python3.9/python3.13 shims first, then only nox's own Python."""
+    shims = tmp / "shims"
+    shims.mkdir(exist_ok=True)
+    for name in ("python3.9", "python3.13"):
+        shim = shims / name
+        shim.write_text(BROKEN_SHIM)
+        shim.chmod(0o755)
+    (tmp / "no-pyenv").mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k not in {"CI", "VIRTUAL_ENV"}}
+    env.update(
+        PATH=os.pathsep.join([str(shims), str(Path(sys.executable).parent), "/usr/bin", "/bin"]),
+        PYENV_ROOT=str(tmp / "no-pyenv"),  # no pyenv install to fall back on either
+        **extra,
+    )
+    return env
+
+
+def nox(fresh: Path, env: dict[str, str], *posargs: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "nox", "-s", "tests", "--", *posargs],
+        cwd=fresh,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+
+
+def test_broken_shims_run_the_tests_on_noxs_own_python(fresh: Path, tmp_path: Path) -> None:
+    done = nox(fresh, newcomer_env(tmp_path), "-q", "tests/test_public_api.py")
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-4000:]
+    version = "{}.{}".format(*sys.version_info[:2])
+    notes = [line for line in out.splitlines() if "not found or not runnable" in line]
+    assert len(notes) == 1, out[-4000:]  # said once, in one line
+    assert "python3.9 and python3.13" in notes[0]
+    assert f"(Python {version}) instead" in notes[0]
+    passed = re.search(r"(\d+) passed", out)
+    assert passed is not None, out[-4000:]
+    assert int(passed.group(1)) > 0
+    assert re.search(rf"tests\(py{re.escape(version)}-flask3-", out), out[-4000:]
+    assert "skipped (Python interpreter" not in out
+
+
+def test_a_run_that_tests_nothing_fails(fresh: Path, tmp_path: Path) -> None:
+    env = newcomer_env(tmp_path)
+    nothing = nox(fresh, env, "-q", "tests/test_public_api.py", "-k", "no_such_test_here")
+    assert nothing.returncode != 0
+    # Everything selected is skipped: pytest itself exits 0, the session must not.
+    skipped = nox(fresh, env, "-q", "-m", "soak", "tests/test_memory.py")
+    out = skipped.stdout + skipped.stderr
+    assert skipped.returncode != 0, out[-4000:]
+    assert "pytest ran no test" in out
+
+
+def test_on_ci_a_missing_interpreter_fails_instead_of_shrinking_the_matrix(
+    fresh: Path, tmp_path: Path
+) -> None:
+    env = newcomer_env(tmp_path, CI="true")
+    done = subprocess.run(
+        [sys.executable, "-m", "nox", "--error-on-missing-interpreters", "-s", "tests"],
+        cwd=fresh,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode != 0, out[-4000:]
+    assert "Python interpreter 3.9 not found" in out, out[-4000:]
