@@ -15,7 +15,12 @@ import wrapt
 
 from cxtrace._core.locks import ForkSafeLock
 
-__all__ = ["Patcher", "WrapperFn"]
+__all__ = ["ObjectProxy", "Patcher", "WrapperFn"]
+
+# A proxy that looks like what it wraps: ``isinstance``, ``__class__``, attributes, ``len``
+# and the rest pass through, so a patched call can hand back its result watched without
+# the host seeing a different object (tests/test_host_view.py).
+ObjectProxy = wrapt.ObjectProxy
 
 WrapperFn = Callable[[Any, Any, "tuple[Any, ...]", "dict[str, Any]"], Any]
 

@@ -8,6 +8,7 @@ was replaced by middleware are covered alike:
   before ``before_request`` handlers; gives the route template, the step and the
   ``segment=`` / ``user=`` resolvers their ``flask.request``.
 - ``Flask.handle_exception``: an exception no error handler took: the request is an error.
+  (These two take ``(e)`` up to Flask 3.1 and ``(ctx, e)`` on Flask's main branch.)
 - ``Flask.handle_user_exception``: an exception the app's own handler may turn into a
   response; it is recorded on the span and the response status decides the outcome.
 """
@@ -15,7 +16,7 @@ was replaced by middleware are covered alike:
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from cxtrace._guard import Guard
 from cxtrace._integrations.versions import require
@@ -23,7 +24,7 @@ from cxtrace._integrations.wsgi import traced_wsgi_call
 from cxtrace._patch import Patcher
 from cxtrace._telemetry.recorder import Recorder, current_request
 
-__all__ = ["MIN_VERSION", "instrument_flask"]
+__all__ = ["MIN_VERSION", "exception_arg", "instrument_flask"]
 
 _log = logging.getLogger("cxtrace")
 
@@ -84,9 +85,10 @@ def instrument_flask(recorder: Recorder, patcher: Patcher) -> str:
         wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         state = current_request()
-        if state is not None and args:
+        error = exception_arg(args, kwargs)
+        if state is not None and error is not None:
             with _ERROR:
-                state.fail(args[0])
+                state.fail(error)
         response = wrapped(*args, **kwargs)  # re-raises when PROPAGATE_EXCEPTIONS is on
         if state is not None and state.deferred:
             with _ERROR:
@@ -100,9 +102,10 @@ def instrument_flask(recorder: Recorder, patcher: Patcher) -> str:
         wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         state = current_request()
-        if state is not None and args and not isinstance(args[0], http_exception):
+        error = exception_arg(args, kwargs)
+        if state is not None and error is not None and not isinstance(error, http_exception):
             with _ERROR:
-                state.record_handled(args[0])
+                state.record_handled(error)
         return wrapped(*args, **kwargs)
 
     patcher.wrap(flask.Flask, "__call__", call)
@@ -110,6 +113,25 @@ def instrument_flask(recorder: Recorder, patcher: Patcher) -> str:
     patcher.wrap(flask.Flask, "handle_exception", handle_exception)
     patcher.wrap(flask.Flask, "handle_user_exception", handle_user_exception)
     return f"flask {'.'.join(map(str, found))}"
+
+
+def exception_arg(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Optional[BaseException]:
+    """The exception ``handle_exception`` / ``handle_user_exception`` were handed.
+
+    Taken by type and by name, never by position: up to Flask 3.1 the call is ``(e)``; on
+    Flask's main branch (3.2) every such method takes ``(ctx, e)``, the app context first.
+
+    >>> error = KeyError("k")
+    >>> exception_arg((object(), error), {}) is error and exception_arg((), {"e": error}) is error
+    True
+    """
+    error = kwargs.get("e")
+    if isinstance(error, BaseException):
+        return error
+    for arg in args:
+        if isinstance(arg, BaseException):
+            return arg
+    return None
 
 
 def _in_memory_check(flask_class: Any) -> Callable[[Any, Any], bool]:

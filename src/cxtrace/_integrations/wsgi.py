@@ -1,20 +1,22 @@
 """WSGI plumbing shared by every WSGI framework: the request view and the body watcher.
 
 A span ends when the body is done, not when the app returns: :class:`WatchedBody`
-wraps the response iterable and finishes the request on ``close()``, which PEP 3333
-servers call after the last byte was sent or when the client went away.
+stands in for the response iterable, transparently, and finishes the request on
+``close()``, which PEP 3333 servers call after the last byte was sent or when the client
+went away.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from cxtrace._core.request import split_host
 from cxtrace._guard import Guard
+from cxtrace._patch import ObjectProxy
 from cxtrace._telemetry.recorder import Recorder, RequestState
 
-__all__ = ["WatchedBody", "WsgiView", "traced_wsgi_call"]
+__all__ = ["WatchedBody", "WsgiView", "traced_wsgi_call", "watched"]
 
 _START = Guard("wsgi.start")
 _STATUS = Guard("wsgi.start_response")
@@ -80,17 +82,27 @@ class WsgiView:
             return address, None
 
 
-class WatchedBody:
-    """Wraps a WSGI response iterable; the request finishes when the server closes it."""
+if TYPE_CHECKING:
+    _BodyProxy = ObjectProxy[Iterable[bytes]]
+else:
+    _BodyProxy = ObjectProxy  # wrapt 1.x proxies take no type arguments at run time
 
-    __slots__ = ("_body", "_state")
 
-    def __init__(self, body: Iterable[bytes], state: RequestState) -> None:
-        self._body = body
-        self._state = state
+class WatchedBody(_BodyProxy):
+    """The app's WSGI response iterable, watched; the request finishes on ``close()``.
+
+    A transparent proxy: the host, the server and the app's own middleware still see the
+    object the app returned (Django's ``HttpResponse`` with its ``status_code``, a
+    ``wsgi.file_wrapper`` that servers send with ``sendfile``, a list's ``len``). Only
+    iteration and ``close()`` are cxtrace's, and both hand the host's own results and
+    exceptions through unchanged.
+    """
+
+    __slots__ = ("_self_state",)
+    _self_state: RequestState
 
     def __iter__(self) -> Iterator[bytes]:
-        if self._state.body_in_memory:
+        if self._self_state.body_in_memory:
             return self._in_memory()
         return self._streamed()
 
@@ -98,10 +110,10 @@ class WatchedBody:
         # The framework said the body is already in memory (state.body_in_memory): its
         # iteration runs the framework's own code only, so no context to re-enter.
         try:
-            yield from self._body
+            yield from self.__wrapped__
         except Exception as exc:
             try:
-                self._state.fail(exc)
+                self._self_state.fail(exc)
             except Exception as own:  # noqa: BLE001 - a guard
                 _FAIL.swallow(own)
             raise
@@ -112,8 +124,8 @@ class WatchedBody:
         # children of the server span and set_segment()/mark_conversion() still count.
         # Entered per chunk, not across yields: the server owns the thread between chunks.
         # Guards as ``try`` (see cxtrace._guard): this runs twice per request at least.
-        state = self._state
-        chunks = iter(self._body)
+        state = self._self_state
+        chunks = iter(self.__wrapped__)
         while True:
             tokens = None
             try:
@@ -140,14 +152,21 @@ class WatchedBody:
 
     def close(self) -> None:
         try:
-            close = getattr(self._body, "close", None)
+            close = getattr(self.__wrapped__, "close", None)
             if close is not None:
                 close()  # the host's code: its exceptions are its own
         finally:
             try:
-                self._state.finish()
+                self._self_state.finish()
             except Exception as exc:  # noqa: BLE001 - a guard
                 _FINISH.swallow(exc)
+
+
+def watched(body: Iterable[bytes], state: RequestState) -> WatchedBody:
+    """``body`` behind a :class:`WatchedBody` that finishes ``state`` on close."""
+    proxy = WatchedBody(body)  # wrapt's own (C) __init__: no Python frame per request
+    proxy._self_state = state
+    return proxy
 
 
 def traced_wsgi_call(
@@ -192,7 +211,7 @@ def traced_wsgi_call(
         raise
     try:
         state.detach()
-        return WatchedBody(body, state)
+        return watched(body, state)
     except Exception as exc:  # noqa: BLE001 - a guard
         _FINISH.swallow(exc)
     return body  # reached only if wrapping failed: the body is still the app's own
