@@ -11,6 +11,7 @@ under ``cxtrace run`` shows its sendfile fast path still taken.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import sys
 import types
@@ -20,6 +21,7 @@ from typing import Any, Callable
 
 import pytest
 import requests
+from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.wsgi import WSGIHandler
 from django.http import FileResponse, HttpResponse, StreamingHttpResponse
 from django.test.utils import override_settings
@@ -148,6 +150,44 @@ class Call:
             self.result.close()
 
 
+class AsgiCall:
+    """One ASGI HTTP request as uvicorn makes it; ``sent``: every message the app sent."""
+
+    def __init__(self, app: Callable[..., Any], url: str) -> None:
+        self.scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": url,
+            "raw_path": url.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"host", b"testserver")],
+            "client": ("127.0.0.1", 50000),
+            "server": ("testserver", 80),
+        }
+        self.sent: list[dict[str, Any]] = []
+        asyncio.run(self._run(app))
+
+    async def _run(self, app: Callable[..., Any]) -> None:
+        requested = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal requested
+            if not requested:
+                requested = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await asyncio.Event().wait()  # the client stays connected
+            return {}  # never reached
+
+        async def send(message: dict[str, Any]) -> None:
+            self.sent.append(message)
+
+        await app(self.scope, receive, send)
+
+
 @pytest.fixture
 def apps(
     otlp: Receiver, instrument: Callable[..., cxtrace.Instrumentation], payload_file: Path
@@ -162,21 +202,22 @@ def apps(
     CLOSED.clear()
     override = override_settings(ROOT_URLCONF=__name__, DEBUG_PROPAGATE_EXCEPTIONS=True)
     override.enable()
-    handler, flask_app = WSGIHandler(), make_flask()
+    wsgi = {"django": WSGIHandler(), "flask": make_flask(), "django-asgi": ASGIHandler()}
     made: list[str] = []
 
     def for_framework(framework: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
-        app = handler if framework == "django" else flask_app
+        app = wsgi[framework]
+        kind = AsgiCall if framework == "django-asgi" else Call
 
-        def bare(url: str, **kw: Any) -> Call:
+        def bare(url: str, **kw: Any) -> Any:
             assert not made, "bare calls come first"
-            return Call(app, url, **kw)
+            return kind(app, url, **kw)
 
-        def traced(url: str, **kw: Any) -> Call:
+        def traced(url: str, **kw: Any) -> Any:
             if not made:
                 instrument(otlp)
             made.append(url)
-            return Call(app, url, **kw)
+            return kind(app, url, **kw)
 
         return bare, traced
 
@@ -202,6 +243,14 @@ def test_a_response_is_the_apps_own_object_with_its_headers(framework: str, apps
         assert traced.result.cookies["app_session"].value == "s3cr3t"
         assert traced.result.content == b"page"
     assert traced.body() == bare.body() == b"page"
+
+
+def test_an_asgi_app_sends_its_own_messages_unchanged(apps: Any) -> None:
+    bare_call, traced_call = apps("django-asgi")
+    bare, traced = bare_call("/page/"), traced_call("/page/")
+    assert traced.sent == bare.sent  # status, every header and cookie, the body
+    assert [m["type"] for m in traced.sent] == ["http.response.start", "http.response.body"]
+    assert traced.sent[1]["body"] == b"page"
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
@@ -318,6 +367,7 @@ def test_requests_returns_its_own_response_and_raises_its_own_errors(
 
 SENDFILE_COUNTER = """
 import os
+import asyncio
 import socket
 
 _real = socket.socket.sendfile
