@@ -1,13 +1,15 @@
 """requests and CX propagation between real services on loopback.
 
 An upstream Flask service calls downstream services (Django, or a Flask echo) through
-``requests``; both run in this process under werkzeug, instrumented once.
+``requests``; both run in this process under werkzeug, instrumented once. Calls to hosts
+that do not resolve here (``api.internal``) go through ``proxy``, a stand-in on loopback.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 import requests
@@ -18,7 +20,7 @@ from opentelemetry.propagators.textmap import Getter, TextMapPropagator, default
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 
 import cxtrace
-from cxtrace._core.baggage import sign
+from cxtrace._core.baggage import inbound_cx, sign
 from otlp_receiver import Receiver, SpanRecord
 
 pytest.importorskip("django")
@@ -44,15 +46,17 @@ def make_upstream() -> Flask:
     @app.get("/call")
     def call() -> Any:
         target = request.args["target"]
+        # Through an HTTP proxy, a call to any host reaches a server on loopback.
+        proxies = {"http": request.args["proxy"]} if "proxy" in request.args else None
         token = None
         if "tenant" in request.args:  # the app's own baggage, which must survive
             token = otel_context.attach(baggage.set_baggage("tenant", request.args["tenant"]))
         try:
             if request.args.get("session"):
                 with requests.Session() as http:
-                    answer = http.get(target, timeout=5)
+                    answer = http.get(target, timeout=5, proxies=proxies)
             else:
-                answer = requests.get(target, timeout=5)
+                answer = requests.get(target, timeout=5, proxies=proxies)
         finally:
             if token is not None:
                 otel_context.detach(token)
@@ -68,6 +72,20 @@ def make_upstream() -> Flask:
         )
 
     return app
+
+
+def proxy(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """A WSGI app standing in for an HTTP proxy: it answers every request itself with the
+    host the client asked for (the absolute URI's) and the propagation headers it sent."""
+    body = json.dumps(
+        {
+            "host": environ.get("HTTP_HOST"),
+            "traceparent": environ.get("HTTP_TRACEPARENT"),
+            "baggage": environ.get("HTTP_BAGGAGE"),
+        }
+    ).encode()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [body]
 
 
 def spans_of(otlp: Receiver, kind: str, **attrs: object) -> list[SpanRecord]:
@@ -237,9 +255,108 @@ def test_cx_goes_only_to_hosts_in_propagate_to(
     assert seen["baggage"] == "tenant=acme"
 
 
+# CXTRACE_PROPAGATE_TO -> {host asked for: whether it gets the CX entries}. Each form has
+# hosts that a prefix, suffix or substring compare would wrongly let in.
+PROPAGATE_TO = {
+    "*.internal": {
+        "api.internal": True,
+        "a.b.internal": True,
+        "internal.example.com": False,
+        "api.internal.evil.com": False,
+        "notinternal": False,
+    },
+    "10.*": {"10.1.2.3": True, "110.1.2.3": False, "1.10.2.3": False},
+    "api.example.com": {
+        "api.example.com": True,
+        "API.Example.com": True,
+        "api.example.com.evil.net": False,
+        "evilapi.example.com": False,
+        "api.example.co": False,
+    },
+    "api.internal:80": {
+        "api.internal": True,  # port 80 is http's default
+        "api.internal:80": True,
+        "api.internal:8080": False,
+        "api.internal:8": False,
+        "www.api.internal:80": False,
+    },
+    "api.internal:8443": {"api.internal:8443": True, "api.internal": False},
+    "[::1]": {"[::1]": True, "[::1]:8080": True, "1": False, "[::2]": False},
+    "*.internal,10.*": {"api.internal": True, "10.0.0.1": True, "api.example.com": False},
+}
+SIGNED_CX = {"cx.segment": "pro", "cx.journey": "purchase", "cx.step": "checkout"}
+
+
+@pytest.mark.parametrize("globs", PROPAGATE_TO.keys())
+def test_cx_goes_to_the_hosts_propagate_to_matches_and_only_those(
+    otlp: Receiver, instrument: Any, serve: Any, journeys_file: str, globs: str
+) -> None:
+    instrument(
+        otlp,
+        env={
+            "CXTRACE_INTEGRATIONS": ALL,
+            "CXTRACE_PROPAGATION_KEY": KEY,
+            "CXTRACE_JOURNEYS_FILE": journeys_file,
+            "CXTRACE_PROPAGATE_TO": globs,
+        },
+    )
+    via = serve(proxy)
+    shop = serve(make_upstream())
+
+    for host, gets_cx in PROPAGATE_TO[globs].items():
+        seen = requests.get(
+            f"{shop}/call",
+            params={"target": f"http://{host}/echo", "proxy": via, "tenant": "acme"},
+            headers={"X-Tier": "pro"},
+        ).json()
+
+        assert seen["host"].lower() == host.lower()  # the call went out for that host
+        trace_id = seen["traceparent"].split("-")[1]  # every host gets the trace context
+        if gets_cx:
+            assert seen["baggage"].startswith("tenant=acme,cx."), host
+            cx = inbound_cx(
+                seen["baggage"], trace_id=trace_id, key=KEY.encode(), trust_unsigned=False
+            )
+            assert cx == SIGNED_CX, host  # signed, for this very trace
+        else:
+            assert seen["baggage"] == "tenant=acme", host
+
+
+def test_propagate_to_with_a_port_matches_that_port_only(
+    otlp: Receiver, instrument: Any, serve: Any, journeys_file: str
+) -> None:
+    # Real ports on loopback, no proxy: the same host on another port is another service.
+    inside, outside = serve(proxy), serve(proxy)
+    instrument(
+        otlp,
+        env={
+            "CXTRACE_INTEGRATIONS": ALL,
+            "CXTRACE_JOURNEYS_FILE": journeys_file,
+            "CXTRACE_PROPAGATE_TO": inside.removeprefix("http://"),
+        },
+    )
+    shop = serve(make_upstream())
+
+    def call(target: str) -> Any:
+        return requests.get(
+            f"{shop}/call", params={"target": f"{target}/echo"}, headers={"X-Tier": "pro"}
+        ).json()
+
+    assert call(inside)["baggage"] == "cx.segment=pro,cx.journey=purchase,cx.step=checkout"
+    unlisted = call(outside)
+    assert unlisted["traceparent"] is not None
+    assert unlisted["baggage"] is None
+
+
 def _forge(entries: dict[str, str], *, trace_id: str = TRACE_ID, key: str = KEY) -> str:
     sig = sign(entries, trace_id, key.encode())
     return ",".join([*(f"{k}={v}" for k, v in entries.items()), f"cx.sig={sig}"])
+
+
+def _bent(bend: Callable[[str], str]) -> str:
+    """A header promoting itself to enterprise, its valid ``cx.sig`` then bent by ``bend``."""
+    sig = sign({"cx.segment": "enterprise"}, TRACE_ID, KEY.encode())
+    return f"cx.segment=enterprise,cx.sig={bend(sig)}"
 
 
 GOOD = {"cx.segment": "free", "cx.journey": "purchase", "cx.step": "checkout"}
@@ -258,6 +375,13 @@ HOSTILE = {
     "duplicated segment": _forge(GOOD) + ",cx.segment=enterprise",
     "oversized": _forge({"cx.segment": "enterprise"}) + ",pad=" + "x" * 9000,
     "garbage": "cx.segment=%zz%%,,;;==\x7f",
+    # A verifier comparing a prefix of cx.sig (or startswith) takes each of these.
+    "empty signature": _bent(lambda sig: ""),
+    "signature without its last character": _bent(lambda sig: sig[:-1]),
+    "half a signature": _bent(lambda sig: sig[:11]),
+    "signature with its first character changed": _bent(lambda sig: "_" + sig[1:]),
+    "signature with its last character changed": _bent(lambda sig: sig[:-1] + "_"),
+    "signature with a character added": _bent(lambda sig: sig + "A"),
 }
 
 

@@ -32,11 +32,33 @@ from cxtrace._telemetry.recorder import Recorder, current_request, exception_typ
 __all__ = ["ClientCall", "ClientRecorder"]
 
 
-def _host_pattern(globs: tuple[str, ...]) -> Optional[re.Pattern[str]]:
-    """One compiled alternation for CXTRACE_PROPAGATE_TO; None means every host."""
+_Hosts = tuple[Optional[re.Pattern[str]], Optional[re.Pattern[str]]]
+
+
+def _host_patterns(globs: tuple[str, ...]) -> Optional[_Hosts]:
+    """CXTRACE_PROPAGATE_TO compiled: (globs on the host, globs on ``host:port``).
+
+    None means every host. A glob with a port (``api.internal:8443``, ``[::1]:8080``) is
+    matched against the host and the port called, a default port included; one without
+    against the host alone. An IPv6 host is written as in a URL, ``[::1]``: those brackets
+    are literal, not a character set.
+    """
     if "*" in globs:
         return None
-    return re.compile("|".join(fnmatch.translate(glob) for glob in globs))
+    names: list[str] = []
+    authorities: list[str] = []
+    for glob in globs:
+        close = glob.find("]")
+        host_end = close + 1 if glob.startswith("[") and ":" in glob[1:close] else 0
+        pattern = glob
+        if host_end:
+            pattern = "[[]" + glob[1 : host_end - 1] + "[]]" + glob[host_end:]
+        has_port = ":" in glob[host_end:]
+        (authorities if has_port else names).append(fnmatch.translate(pattern))
+    return (
+        re.compile("|".join(names)) if names else None,
+        re.compile("|".join(authorities)) if authorities else None,
+    )
 
 
 class ClientRecorder:
@@ -45,7 +67,7 @@ class ClientRecorder:
     def __init__(self, recorder: Recorder, settings: Settings) -> None:
         self.recorder = recorder
         self.key = settings.propagation_key
-        self.hosts = _host_pattern(settings.propagate_to)
+        self.hosts = _host_patterns(settings.propagate_to)
 
     def start(self, method: str, url: str, headers: Any) -> Optional[ClientCall]:
         """Begin one call; ``headers`` (a mutable mapping) gets the propagation headers."""
@@ -57,6 +79,11 @@ class ClientRecorder:
         call = ClientCall(self, method)
         parts = urlsplit(url)
         host = (parts.hostname or "").lower()
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        port = port or (443 if parts.scheme == "https" else 80 if parts.scheme else None)
         if not ctx.get(_SUPPRESS_HTTP_INSTRUMENTATION_KEY):
             # No one traced this call yet (an OpenTelemetry contrib instrumentation around
             # us sets the key while it calls through): ours is the one client span.
@@ -70,11 +97,6 @@ class ClientRecorder:
                 attributes[sc.HTTP_REQUEST_METHOD_ORIGINAL] = method
             if host:
                 attributes[sc.SERVER_ADDRESS] = host
-            try:
-                port = parts.port
-            except ValueError:
-                port = None
-            port = port or (443 if parts.scheme == "https" else 80 if parts.scheme else None)
             if port:
                 attributes[sc.SERVER_PORT] = port
             span = self.recorder.tracer.start_span(
@@ -88,13 +110,26 @@ class ClientRecorder:
             ctx = otel_context.set_value(_SUPPRESS_HTTP_INSTRUMENTATION_KEY, True, ctx)
             call.token = otel_context.attach(ctx)
             propagate.inject(headers, context=ctx)
-        self._add_cx(headers, host, ctx)
+        self._add_cx(headers, host, port, ctx)
         return call
 
-    def _add_cx(self, headers: Any, host: str, ctx: Any) -> None:
+    def _receives_cx(self, host: str, port: Optional[int]) -> bool:
+        if self.hosts is None:
+            return True
+        names, authorities = self.hosts
+        name = f"[{host}]" if ":" in host else host  # IPv6, bracketed as in the glob
+        if names is not None and names.match(name):
+            return True
+        return (
+            authorities is not None
+            and port is not None
+            and bool(authorities.match(f"{name}:{port}"))
+        )
+
+    def _add_cx(self, headers: Any, host: str, port: Optional[int], ctx: Any) -> None:
         state = current_request()
         cx: dict[str, str] = {}
-        if state is not None and (self.hosts is None or self.hosts.match(host)):
+        if state is not None and self._receives_cx(host, port):
             if state.segment != UNKNOWN:
                 cx[sc.CX_SEGMENT] = state.segment
             step = state.step
