@@ -517,6 +517,95 @@ def test_customers_are_counted_where_they_arrive_not_again_downstream(cockpit: C
     assert "Counted where customers arrive: shop." in page
 
 
+# ---------------------------------------------------------------------- the headline
+
+
+def send_checkouts(cockpit: Cockpit, slices: dict[str, tuple[int, int, int]]) -> None:
+    """Checkout requests of the last minute: segment -> (satisfied, tolerating, frustrated)."""
+    now = time.time_ns()
+    for segment, counts in slices.items():
+        for satisfaction, n in zip(("satisfied", "tolerating", "frustrated"), counts):
+            if n:
+                payload = metrics_payload(
+                    [(n, now - MINUTE_NS, now)],
+                    cumulative=False,
+                    segment=segment,
+                    satisfaction=satisfaction,
+                )
+                assert post(cockpit.otlp_http_endpoint, payload) == 200
+
+
+def headline_segments(cockpit: Cockpit) -> list[str]:
+    return [h["segment"] for h in api(cockpit, "summary")["headlines"]]
+
+
+# Each case is played under both namings, so that the order of the names never decides.
+NAMINGS = [("enterprise", "pro"), ("pro", "enterprise")]
+
+
+@pytest.mark.parametrize(("worst", "other"), NAMINGS)
+@pytest.mark.parametrize(
+    ("worst_counts", "other_counts"),
+    [
+        pytest.param((0, 6, 2), (60, 0, 40), id="fewer-frustrated"),
+        pytest.param((0, 10, 0), (30, 0, 20), id="none-frustrated"),
+    ],
+)
+def test_the_headline_leads_with_the_lowest_apdex_not_the_most_frustrated_requests(
+    cockpit: Cockpit,
+    worst: str,
+    other: str,
+    worst_counts: tuple[int, int, int],
+    other_counts: tuple[int, int, int],
+) -> None:
+    # worst: Apdex 0.38 / 0.5 with 2 / 0 frustrated; other: Apdex 0.6 with 40 / 20 frustrated
+    # (a larger share too).
+    send_checkouts(cockpit, {worst: worst_counts, other: other_counts})
+
+    headlines = api(cockpit, "summary")["headlines"]
+
+    assert [h["segment"] for h in headlines] == [worst, other]
+    assert headlines[0]["frustrated"] < headlines[1]["frustrated"]
+    assert headlines[0]["apdex"] < headlines[1]["apdex"]
+
+
+@pytest.mark.parametrize(("more", "fewer"), NAMINGS)
+def test_at_equal_apdex_the_slice_with_more_frustrated_requests_comes_first(
+    cockpit: Cockpit, more: str, fewer: str
+) -> None:
+    # Both Apdex 0.5 exactly: half satisfied and half frustrated, or all tolerating.
+    send_checkouts(cockpit, {more: (5, 0, 5), fewer: (0, 10, 0)})
+
+    headlines = api(cockpit, "summary")["headlines"]
+
+    assert [(h["segment"], h["apdex"], h["frustrated"]) for h in headlines] == [
+        (more, 0.5, 5),
+        (fewer, 0.5, 0),
+    ]
+
+
+def test_slices_tied_on_apdex_and_frustration_go_by_name_and_three_are_shown(
+    cockpit: Cockpit,
+) -> None:
+    send_checkouts(cockpit, dict.fromkeys(("pro", "free", "partner", "enterprise"), (2, 0, 3)))
+
+    assert headline_segments(cockpit) == ["enterprise", "free", "partner"]
+
+
+def test_the_headline_needs_five_requests_and_an_apdex_below_0_94(cockpit: Cockpit) -> None:
+    send_checkouts(
+        cockpit,
+        {
+            "four-requests": (0, 0, 4),  # Apdex 0, but too few to speak of
+            "five-requests": (4, 0, 1),  # Apdex 0.8
+            "apdex-0.94": (47, 0, 3),  # exactly "satisfied"
+            "apdex-0.93": (93, 0, 7),
+        },
+    )
+
+    assert headline_segments(cockpit) == ["five-requests", "apdex-0.93"]
+
+
 # ---------------------------------------------------------------------- hostile payloads
 
 

@@ -6,7 +6,7 @@ import base64
 import hashlib
 import hmac
 import re
-from typing import Optional
+from typing import Callable, Optional
 from urllib.parse import unquote, unquote_plus
 
 import pytest
@@ -260,6 +260,39 @@ def test_moving_text_between_entries_breaks_the_signature() -> None:
     header = _send({CX_JOURNEY: "ab", CX_STEP: "c"})
     moved = header.replace("cx.journey=ab", "cx.journey=a").replace("cx.step=c", "cx.step=bc")
     assert _believe(moved) is None
+
+
+def _other_char(sig: str, at: int) -> str:
+    """``sig`` with the character at ``at`` replaced by another base64url character."""
+    return sig[:at] + ("B" if sig[at] == "A" else "A") + sig[at + 1 :]
+
+
+# How a forger might bend a valid cx.sig; each must fail on its own, so that a prefix or
+# startswith compare (under which an empty cx.sig forges anything) has nowhere to hide.
+TAMPERED_SIGNATURES = {
+    "empty": lambda sig: "",
+    "last character dropped": lambda sig: sig[:-1],
+    "first half only": lambda sig: sig[: len(sig) // 2],
+    "first character off": lambda sig: _other_char(sig, 0),
+    "middle character off": lambda sig: _other_char(sig, len(sig) // 2),
+    "last character off": lambda sig: _other_char(sig, len(sig) - 1),
+    "one character too many": lambda sig: sig + "A",
+    "two signatures in a row": lambda sig: sig + sig,
+    "signed for another trace": lambda sig: sign(CX, OTHER_TRACE, KEY),
+    "signed for other entries": lambda sig: sign({**CX, CX_SEGMENT: "enterprise"}, TRACE, KEY),
+}
+
+
+@pytest.mark.parametrize("trust", [False, True])
+@pytest.mark.parametrize("tamper", TAMPERED_SIGNATURES.values(), ids=TAMPERED_SIGNATURES.keys())
+def test_only_the_exact_signature_verifies(tamper: Callable[[str], str], trust: bool) -> None:
+    # Trusting unsigned baggage changes nothing: a present but wrong cx.sig is a forgery.
+    valid = sign(CX, TRACE, KEY)
+    forged = tamper(valid)
+    assert forged != valid
+    entries = [m for m in _members(_send(CX)) if not m.startswith(SIG_KEY)]
+    assert _believe(",".join([*entries, f"{SIG_KEY}={valid}"]), trust=trust) == CX
+    assert _believe(",".join([*entries, f"{SIG_KEY}={forged}"]), trust=trust) is None
 
 
 def test_adding_an_entry_breaks_the_signature() -> None:
