@@ -12,6 +12,7 @@ under ``cxtrace run`` shows its sendfile fast path still taken.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import socket
 import sys
 import types
@@ -412,3 +413,25 @@ def test_gunicorn_still_sends_files_with_sendfile_under_cxtrace_run(
     assert span.attributes["http.route"] == "/download"
     assert log.read_text().splitlines() == ["sendfile"]  # the fast path, once
     server.stop(0)
+
+
+# --------------------------------------------------------------------------- every patch
+
+
+def test_every_patched_function_keeps_its_name_signature_and_doc(
+    otlp: Receiver, instrument: Callable[..., cxtrace.Instrumentation]
+) -> None:
+    # Flask's main branch reads the signatures of these methods (Flask.__init_subclass__
+    # looks for the new ``ctx`` parameter); frameworks and tools read names and docs.
+    handle = instrument(
+        otlp, env={"CXTRACE_INTEGRATIONS": "flask,django,requests", "CXTRACE_RUM": "true"}
+    )
+    patches = handle._patcher._patches
+    assert len(patches) >= 12  # flask, django, requests, and RUM on the first two
+    for patch in patches:
+        now = getattr(patch.owner, patch.name)
+        where = f"{getattr(patch.owner, '__qualname__', patch.owner.__name__)}.{patch.name}"
+        assert now is not patch.original, where
+        assert inspect.signature(now) == inspect.signature(patch.original), where
+        for attr in ("__name__", "__qualname__", "__doc__", "__module__"):
+            assert getattr(now, attr) == getattr(patch.original, attr), (where, attr)
