@@ -255,3 +255,70 @@ def soak(session: nox.Session) -> None:
         "tests/test_load.py",
         env={"RUN_SOAK": "1"},
     )
+
+
+# Flask's, Django's and requests' own tests need these besides the frameworks themselves
+# (Flask: its pyproject's `tests` group; requests: its requirements-dev.txt, offline
+# through pytest-httpbin's local server). Django's handler tests need nothing more.
+UPSTREAM_DEPS = [
+    "pip",  # tests/upstream/run.py fetches the sdists with `pip download` (uv has none)
+    "pytest>=7.4,<9",  # Flask's tests import _pytest.monkeypatch.notset, gone in pytest 9
+    "asgiref",
+    "greenlet",
+    "python-dotenv",
+    "pytest-httpbin==2.1.0",
+    "httpbin~=0.10.2",  # 0.10.0 imports what Werkzeug 3 removed
+    "pytest-mock",
+    "trustme",
+    "PySocks",
+]
+FLASK_SRC_DEPS = ["pytest>=7.4,<9", "asgiref", "greenlet", "python-dotenv"]
+
+
+def _posarg(args: list[str], name: str) -> str | None:
+    """The value of ``--name VALUE`` or ``--name=VALUE`` in ``args``, if given."""
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _flask_src_venv(session: nox.Session, source: Path) -> Path:
+    """A virtualenv of its own beside the session's, with ``source`` installed editable."""
+    venv = Path(session.virtualenv.location).parent / "upstream-flask-src"
+    python = venv / "bin" / "python"
+    shutil.rmtree(venv, ignore_errors=True)
+    uv = shutil.which("uv")
+    packages = ["-e", ".", "-e", str(source), *FLASK_SRC_DEPS]
+    if uv:
+        session.run(
+            uv, "venv", "--quiet", "--python", session.bin + "/python", str(venv), external=True
+        )
+        session.run(
+            uv, "pip", "install", "--quiet", "--python", str(python), *packages, external=True
+        )
+    else:
+        session.run("python", "-m", "venv", str(venv))
+        session.run(str(python), "-m", "pip", "install", "--quiet", *packages, external=True)
+    return python
+
+
+@nox.session
+def upstream(session: nox.Session) -> None:
+    """Django's, Flask's and requests' own test suites, bare and under `cxtrace run`.
+
+    The installed releases' tests, from their PyPI sdists: any test that passes bare but
+    not under cxtrace fails the session (tests/upstream/run.py; not a default session).
+    `-- --flask-src PATH` also runs a Flask checkout's tests, installed editable in a
+    virtualenv of its own; `-- --help` for the rest.
+    """
+    session.install("-e", ".", *UPSTREAM_DEPS, *_flask("3"), DJANGO[_here()[2]], "requests>=2.28")
+    args = list(session.posargs)
+    source = _posarg(args, "--flask-src")
+    if source and _posarg(args, "--flask-src-python") is None:
+        if not (Path(source) / "tests").is_dir():
+            session.error(f"--flask-src {source}: no tests/ folder there")
+        args += ["--flask-src-python", str(_flask_src_venv(session, Path(source).resolve()))]
+    session.run("python", "tests/upstream/run.py", *args)
