@@ -72,7 +72,10 @@ def _runs(python: str, version: str) -> bool:
 
 
 def _interpreter(version: str) -> str | None:
-    """A Python ``version`` that really runs: ``pythonX.Y`` on PATH, else pyenv's install."""
+    """A Python ``version`` that really runs: nox's own, ``pythonX.Y`` on PATH, else
+    pyenv's install."""
+    if _version() == version:
+        return sys.executable
     candidates = [shutil.which(f"python{version}")]
     root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
     installs = sorted(root.glob(f"{version}.*/bin/python{version}"), key=_release, reverse=True)
