@@ -153,7 +153,10 @@ def _flask(version: str) -> list[str]:
 def _run_tests(session: nox.Session, flask: str, django: str, otel: str) -> None:
     pins = OLDEST_OTEL if otel == "oldest" else []
     session.install("-e", ".[grpc]", *TEST_DEPS, *_flask(flask), DJANGO[django], *pins)
-    report = Path(session.create_tmp()) / "junit.xml"
+    # Not session.create_tmp(): it points TMPDIR into .nox/, and under a long checkout path
+    # Chromium's socket path (TMPDIR/org.chromium.../SingletonSocket) passes the 108-byte
+    # limit, so every browser test fails to start it.
+    report = Path(session.virtualenv.location) / "junit.xml"
     report.unlink(missing_ok=True)
     session.run("pytest", f"--junitxml={report}", *(session.posargs or ["-q"]))
     # A run that selected nothing, or skipped everything, tested nothing: never a success.
