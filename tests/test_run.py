@@ -355,9 +355,9 @@ def check_gunicorn(
 
     # Loaded once in the master (exported by the master, not again by each worker), or
     # once per worker.
-    # Counted by span id: OTLP delivery is at least once, and the master's exporter may
-    # send a batch again when the fork of the workers cut its first attempt short (seen
-    # once on CI, gRPC under --preload); a span loaded twice would have two ids.
+    # Counted by span id: OTLP delivery is at least once, so one span may arrive twice (a
+    # likely reading of one CI run, gRPC under --preload, not confirmed); a module loaded
+    # twice makes two spans with two ids, which still fails.
     loaded = {s.span_id: s for s in otlp.spans if s.name == "app loaded"}
     loaded_ids = {s.resource["service.instance.id"] for s in loaded.values()}
     if preload:
