@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -174,3 +175,22 @@ def test_django_one_server_span_enriched_by_cxtrace_in_either_order(
     assert boom.attributes["cx.satisfaction"] == "frustrated"
     assert boom.attributes["cx.frustration.reason"] == "error"
     assert otlp.metric_total("cx.requests") == 2
+
+
+def test_a_provider_made_where_a_collected_one_was_still_gets_cxtraces_processor(
+    otlp: Receiver, instrument: Any
+) -> None:
+    # cxtrace remembers the providers it added its processor to. Keyed by id(), a new
+    # provider at a collected one's address was taken for it and got no processor: its
+    # spans lacked every cx.* attribute (seen on CI in the client span test above).
+    addresses = set()
+    for _ in range(50):  # providers come and go, as in a test suite or a reloading app
+        provider = TracerProvider(shutdown_on_exit=False)  # no atexit hook holding it
+        addresses.add(id(provider))
+        instrument(otlp, tracer_provider=provider)
+        processors = provider._active_span_processor._span_processors
+        assert [p for p in processors if type(p).__name__ == "CxSpanProcessor"]
+        cxtrace.shutdown()
+        del provider, processors
+        gc.collect()
+    assert len(addresses) < 50  # addresses were reused: the case this guards did happen

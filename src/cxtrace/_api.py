@@ -13,6 +13,7 @@ import inspect
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union, cast
@@ -199,11 +200,11 @@ def instrument(
         providers.on_fork(recorder.bind)  # a forked child gets fresh providers (bootstrap)
         add_processor = getattr(providers.tracer_provider, "add_span_processor", None)
         if add_processor is not None:
-            processor = _processors.get(id(providers.tracer_provider))
+            processor = _added_processor(providers.tracer_provider)
             if processor is None:
                 processor = CxSpanProcessor(_is_processor_active)
                 add_processor(processor)
-                _processors[id(providers.tracer_provider)] = processor
+                _remember_processor(providers.tracer_provider, processor)
         else:
             _log.warning(
                 "the tracer provider %r cannot take span processors: spans started inside a "
@@ -239,8 +240,26 @@ def instrument(
 
 
 # Span processors we added, per provider: a provider cannot drop a processor, so a later
-# instrument() on the same provider reuses ours instead of stacking a second one.
-_processors: dict[int, CxSpanProcessor] = {}
+# instrument() on the same provider reuses ours instead of stacking a second one. Held by
+# weak reference to the provider, never by id(): a provider collected and a new one made
+# at the same address would otherwise get no processor at all (its spans then lacked the
+# cx.* attributes; seen on CI, tests/test_coexistence.py).
+_processors: weakref.WeakKeyDictionary[Any, CxSpanProcessor] = weakref.WeakKeyDictionary()
+_unweakable: list[tuple[Any, CxSpanProcessor]] = []  # providers that take no weak reference
+
+
+def _added_processor(provider: Any) -> Optional[CxSpanProcessor]:
+    try:
+        return _processors.get(provider)
+    except TypeError:  # not weak-referenceable (or unhashable): kept alive, compared by identity
+        return next((p for owner, p in _unweakable if owner is provider), None)
+
+
+def _remember_processor(provider: Any, processor: CxSpanProcessor) -> None:
+    try:
+        _processors[provider] = processor
+    except TypeError:
+        _unweakable.append((provider, processor))
 
 
 def _enable(name: str, recorder: Recorder, patcher: Patcher, *, explicit: bool) -> Optional[str]:
