@@ -19,6 +19,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKEN_SHIM = '#!/bin/sh\necho "pyenv: $(basename "$0"): command not found" >&2\nexit 127\n'
+# A pythonX.Y that starts but is another Python (a stale link, a misnamed venv): not X.Y.
+WRONG_SHIM = f'#!/bin/sh\nexec {sys.executable} "$@"\n'
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 
@@ -41,7 +43,7 @@ def fresh(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return copy
 
 
-def newcomer_env(tmp: Path, **extra: str) -> dict[str, str]:
+def newcomer_env(tmp: Path, shim: str = BROKEN_SHIM, **extra: str) -> dict[str, str]:
     """PATH with broken python3.9/python3.13 shims first, then the system's folders only.
 
     Not the folder of the Python running this test: in a virtualenv of 3.9 or 3.13 that
@@ -50,9 +52,9 @@ def newcomer_env(tmp: Path, **extra: str) -> dict[str, str]:
     shims = tmp / "shims"
     shims.mkdir(exist_ok=True)
     for name in ("python3.9", "python3.13"):
-        shim = shims / name
-        shim.write_text(BROKEN_SHIM)
-        shim.chmod(0o755)
+        path = shims / name
+        path.write_text(shim)
+        path.chmod(0o755)
     (tmp / "no-pyenv").mkdir(exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k not in {"CI", "VIRTUAL_ENV"}}
     env.update(
@@ -84,9 +86,12 @@ CI_SESSIONS = {  # noxfile.py's CI_MATRIX, as session ids
 HERE = "{}.{}".format(*sys.version_info[:2])
 
 
-def test_broken_shims_run_the_tests_on_the_python_that_runs(fresh: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("shim", [BROKEN_SHIM, WRONG_SHIM], ids=["exits-127", "another-python"])
+def test_broken_shims_run_the_tests_on_the_python_that_runs(
+    fresh: Path, tmp_path: Path, shim: str
+) -> None:
     argv = ["-s", "tests", "--", "-q", "tests/test_public_api.py"]
-    done = nox(fresh, newcomer_env(tmp_path), *argv)
+    done = nox(fresh, newcomer_env(tmp_path, shim), *argv)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-4000:]
     notes = [line for line in out.splitlines() if "not found or not runnable" in line]

@@ -532,3 +532,60 @@ def test_the_global_propagator_finds_the_remote_parent(
     assert (continued.trace_id, continued.parent_span_id) == (TRACE_ID, "00f067aa0ba902b7")
     assert fresh.trace_id != TRACE_ID
     assert fresh.parent_span_id is None
+
+
+class _Captured(requests.adapters.BaseAdapter):
+    """A transport that answers every call itself and keeps the headers it was handed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.baggage: list[str] = []
+
+    def send(self, request: Any, **kwargs: Any) -> requests.Response:
+        self.baggage.append(request.headers.get("baggage", ""))
+        response = requests.Response()
+        response.status_code, response._content = 200, b""
+        response.url, response.request = request.url, request
+        return response
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("glob", "url", "gets_cx"),
+    [
+        ("api.internal:443", "https://api.internal/x", True),  # https's default port
+        ("api.internal:443", "http://api.internal/x", False),
+        ("api.internal:80", "https://api.internal/x", False),
+        ("api.internal:8443", "https://api.internal:8443/x", True),
+    ],
+)
+def test_a_glob_with_a_port_knows_each_schemes_default_port(
+    otlp: Receiver,
+    instrument: Any,
+    serve: Any,
+    journeys_file: str,
+    glob: str,
+    url: str,
+    gets_cx: bool,
+) -> None:
+    # https cannot go through the loopback proxy readably: the call's transport is
+    # replaced instead, after cxtrace's Session.send has added the headers.
+    env = {"CXTRACE_INTEGRATIONS": ALL, "CXTRACE_JOURNEYS_FILE": journeys_file}
+    instrument(otlp, env={**env, "CXTRACE_PROPAGATE_TO": glob})
+    captured = _Captured()
+    app = Flask("caller")
+
+    @app.get("/checkout")
+    def checkout() -> str:
+        with requests.Session() as http:
+            http.mount("https://", captured)
+            http.mount("http://", captured)
+            http.get(url, timeout=5)
+        return "ok"
+
+    base = serve(app)
+    assert requests.get(f"{base}/checkout", headers={"X-Tier": "pro"}, timeout=5).text == "ok"
+    (sent,) = captured.baggage
+    assert ("cx.segment=pro" in sent.split(",")) is gets_cx, sent
