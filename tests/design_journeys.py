@@ -6,6 +6,8 @@ reads it; the stdlib tomllib of Python 3.11-3.13 does not).
 
 from __future__ import annotations
 
+from cxtrace import Journey, Step
+
 DESIGN_JOURNEYS = """\
 apdex_threshold_ms = 500
 [segments]
@@ -23,3 +25,15 @@ steps = [
     apdex_threshold_ms = 2000 },
 ]
 """
+
+# The same journey as cxtrace reads it from that file.
+PURCHASE = Journey(
+    "purchase",
+    steps=[
+        Step("browse", route="/products"),
+        Step("view_product", route="/products/<int:product_id>"),
+        Step("add_to_cart", route="/cart", method="POST"),
+        Step("checkout", route="/checkout", apdex_threshold_ms=1000),
+        Step("purchase", route="/orders", method="POST", conversion=True, apdex_threshold_ms=2000),
+    ],
+)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import pytest
+from werkzeug.wsgi import ClosingIterator
 
 from flask_app import make_app
 
@@ -41,28 +42,10 @@ class _Finished:
         assert done, f"the server finished {self.count} of {n} requests within {timeout} s"
 
 
-class _ClosingBody:
-    """A WSGI body that reports once the body it wraps (cxtrace's) has been closed."""
-
-    def __init__(self, body: Iterable[bytes], closed: Callable[[], None]) -> None:
-        self._body = body
-        self._closed = closed
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self._body)
-
-    def close(self) -> None:
-        try:
-            close = getattr(self._body, "close", None)
-            if close is not None:
-                close()
-        finally:
-            self._closed()
-
-
 def _counting_wsgi(app: Any, finished: _Finished) -> Callable[..., Iterable[bytes]]:
     def call(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        return _ClosingBody(app(environ, start_response), finished.add)
+        # werkzeug closes the body it wraps (cxtrace's) first, then reports
+        return ClosingIterator(app(environ, start_response), finished.add)
 
     return call
 

@@ -14,7 +14,7 @@ from cxtrace._core import config
 from cxtrace._core.config import VARIABLES, Settings, describe, load_settings
 from cxtrace._core.errors import ConfigError
 from cxtrace._core.journeys import Journey, Step, StepMatcher
-from design_journeys import DESIGN_JOURNEYS
+from design_journeys import DESIGN_JOURNEYS, PURCHASE
 
 
 def load(env: dict[str, str] | None = None, **kwargs: Any) -> Settings:
@@ -624,17 +624,6 @@ DESIGN_EXAMPLE = DESIGN_JOURNEYS  # design.md section 3, verbatim (TOML 1.1)
 # The same file in TOML 1.0: one inline table per line.
 DESIGN_EXAMPLE_TOML_1_0 = DESIGN_EXAMPLE.replace(
     "conversion = true,\n    apdex_threshold_ms", "conversion = true, apdex_threshold_ms"
-)
-
-PURCHASE = Journey(
-    "purchase",
-    steps=[
-        Step("browse", route="/products"),
-        Step("view_product", route="/products/<int:product_id>"),
-        Step("add_to_cart", route="/cart", method="POST"),
-        Step("checkout", route="/checkout", apdex_threshold_ms=1000),
-        Step("purchase", route="/orders", method="POST", conversion=True, apdex_threshold_ms=2000),
-    ],
 )
 
 

@@ -50,6 +50,7 @@ from cxtrace._core.visits import (
     read_cookie,
     should_send,
 )
+from design_journeys import PURCHASE
 
 KEY = b"test-visit-key"
 OTHER_KEY = b"another deployment's visit key"
@@ -58,16 +59,6 @@ TIMEOUT = 1800
 VID = "4bf92f3577b34da6a3ce929d0e0e4736"
 DOMAIN = b"cxtrace/visit\x00"  # as documented in the module: part of the wire contract
 
-PURCHASE = Journey(
-    "purchase",
-    steps=[
-        Step("browse", route="/products"),
-        Step("view_product", route="/products/<int:product_id>"),
-        Step("add_to_cart", route="/cart", method="POST"),
-        Step("checkout", route="/checkout", apdex_threshold_ms=1000),
-        Step("purchase", route="/orders", method="POST", conversion=True),
-    ],
-)
 SUPPORT = Journey("support", steps=[Step("faq"), Step("contact", conversion=True)])
 JOURNEYS = (PURCHASE, SUPPORT)
 SCHEMA = VisitSchema(JOURNEYS)
