@@ -1,7 +1,7 @@
 """CX baggage: the W3C ``baggage`` members cxtrace sends and trusts (design.md section 5).
 
-Owns the wire format of ``cx.segment``, ``cx.journey`` and ``cx.step``, their ``cx.sig``
-(HMAC-SHA256 over the entries and the trace id) and the W3C limits. Pure and stdlib only:
+Owns the wire format of ``cx.segment``, ``cx.journey``, ``cx.step`` and ``cx.visit``, their
+``cx.sig`` (HMAC-SHA256 over the entries and the trace id) and the W3C limits. Pure and stdlib only:
 it never imports OpenTelemetry; ``_telemetry`` reads and writes the actual headers.
 
 ::
@@ -35,6 +35,7 @@ __all__ = [
     "CX_KEYS",
     "CX_SEGMENT",
     "CX_STEP",
+    "CX_VISIT",
     "MAX_BYTES",
     "MAX_INBOUND_MEMBERS",
     "MAX_MEMBERS",
@@ -45,8 +46,10 @@ __all__ = [
     "sign",
 ]
 
-# The same keys as the span attributes in _telemetry/semconv.py (_core cannot import it).
-CX_KEYS: Final = (CX_SEGMENT, CX_JOURNEY, CX_STEP)
+# The same keys as the span attributes in _telemetry/semconv.py (_core cannot import it),
+# and the visit the request belongs to (design.md section 12; the span says cx.visit.id).
+CX_VISIT: Final = "cx.visit"
+CX_KEYS: Final = (CX_SEGMENT, CX_JOURNEY, CX_STEP, CX_VISIT)
 SIG_KEY: Final = "cx.sig"
 
 MAX_BYTES: Final = 8192  # W3C: the whole header, sent or accepted
@@ -58,7 +61,9 @@ _MAX_LENGTH: Final = {
     CX_SEGMENT: MAX_SEGMENT_LENGTH,
     CX_JOURNEY: MAX_NAME_LENGTH,
     CX_STEP: MAX_NAME_LENGTH,
+    CX_VISIT: 32,
 }
+_VISIT_ID: Final = re.compile(r"[0-9a-f]{32}")  # what cxtrace._core.visits.new_visit_id makes
 _READ: Final = frozenset((*CX_KEYS, SIG_KEY))
 _OWN_PREFIX: Final = "cx."  # every cx.* member of a caller's header is dropped, not relayed
 _OWS: Final = " \t"
@@ -108,6 +113,7 @@ def _is_valid_value(name: str, value: object) -> bool:
         isinstance(value, str)
         and 0 < len(value) <= _MAX_LENGTH[name]
         and value.isprintable()  # also rules out lone surrogates (category Cs)
+        and (name != CX_VISIT or _VISIT_ID.fullmatch(value) is not None)
     )
 
 

@@ -28,6 +28,7 @@ from cxtrace._core.journeys import (
     StepMatcher,
     parse_threshold,
 )
+from cxtrace._core.visits import VisitSchema, is_cookie_name
 
 __all__ = [
     "INTEGRATIONS",
@@ -42,6 +43,8 @@ __all__ = [
 INTEGRATIONS: Final = ("flask", "django", "requests")
 DEFAULT_APDEX_THRESHOLD_MS: Final = 500.0
 DEFAULT_RUM_APDEX_THRESHOLD_MS: Final = 2500.0
+DEFAULT_VISIT_TIMEOUT_S: Final = 1800
+DEFAULT_VISIT_COOKIE: Final = "cx_visit"
 
 Resolver = Callable[[Any], Optional[str]]
 
@@ -76,6 +79,15 @@ class Settings:
     metrics_exporters: tuple[str, ...] = ("otlp",)
     traces_protocol: str = "http/protobuf"
     metrics_protocol: str = "http/protobuf"
+    # Visits (design.md section 12): a schema only when CXTRACE_VISITS=cookie.
+    visit_schema: Optional[VisitSchema] = field(default=None, repr=False, compare=False)
+    visit_key: Optional[bytes] = field(default=None, repr=False)
+    visit_timeout_s: int = DEFAULT_VISIT_TIMEOUT_S
+    visit_cookie: str = DEFAULT_VISIT_COOKIE
+
+    @property
+    def visits(self) -> bool:
+        return self.visit_schema is not None
 
     @property
     def segment_header_key(self) -> Optional[str]:
@@ -348,6 +360,28 @@ def _positive_int(name: str, raw: str) -> int:
     return _int(name, raw, minimum=1)
 
 
+_visits = _one_of(("off", "cookie"), "'cookie' (follow visits with a signed cookie) or 'off'")
+_MAX_VISIT_TIMEOUT_S: Final = 7 * 24 * 3600
+
+
+def _seconds(name: str, raw: str) -> int:
+    expected = f"a whole number of seconds between 1 and {_MAX_VISIT_TIMEOUT_S} (a week)"
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise _fail(name, raw, expected) from None
+    if not 1 <= value <= _MAX_VISIT_TIMEOUT_S:
+        raise _fail(name, raw, expected)
+    return value
+
+
+def _cookie_name(name: str, raw: str) -> str:
+    value = raw.strip()
+    if not is_cookie_name(value):
+        raise _fail(name, raw, "a cookie name: letters, digits and !#$%&'*+-.^_`|~")
+    return value
+
+
 _SIGNALS = ("", "TRACES_", "METRICS_")
 
 VARIABLES: Final[tuple[Variable, ...]] = (
@@ -365,6 +399,10 @@ VARIABLES: Final[tuple[Variable, ...]] = (
     Variable("CXTRACE_PROPAGATE_TO", _host_globs, "*"),
     Variable("CXTRACE_RUM", _bool, "false"),
     Variable("CXTRACE_RUM_APDEX_THRESHOLD_MS", _ms, "2500"),
+    Variable("CXTRACE_VISITS", _visits, "off"),
+    Variable("CXTRACE_VISIT_KEY", _secret, "", secret=True),
+    Variable("CXTRACE_VISIT_TIMEOUT_S", _seconds, str(DEFAULT_VISIT_TIMEOUT_S)),
+    Variable("CXTRACE_VISIT_COOKIE", _cookie_name, DEFAULT_VISIT_COOKIE),
     Variable("OTEL_SDK_DISABLED", _bool, "false"),
     Variable("OTEL_SERVICE_NAME", _text, ""),
     Variable("OTEL_RESOURCE_ATTRIBUTES", _resource, ""),
@@ -594,6 +632,15 @@ def load_settings(environ: Mapping[str, str], **kwargs: Any) -> Settings:
             f"an integer <= OTEL_BSP_MAX_QUEUE_SIZE ({queue or 2048})",
         )
 
+    visit_schema = None
+    if env["CXTRACE_VISITS"] == "cookie":
+        if env["CXTRACE_VISIT_KEY"] is None:
+            raise ConfigError(
+                "CXTRACE_VISITS='cookie': expected CXTRACE_VISIT_KEY too, the secret that "
+                "signs the visit cookie (the same in every process that serves the site)"
+            )
+        visit_schema = VisitSchema(journeys)
+
     traces = env["OTEL_TRACES_EXPORTER"]
     metrics = env["OTEL_METRICS_EXPORTER"]
     return Settings(
@@ -627,6 +674,10 @@ def load_settings(environ: Mapping[str, str], **kwargs: Any) -> Settings:
         metrics_exporters=("otlp",) if metrics is None else metrics,
         traces_protocol=_signal_protocol(environ, "TRACES"),
         metrics_protocol=_signal_protocol(environ, "METRICS"),
+        visit_schema=visit_schema,
+        visit_key=env["CXTRACE_VISIT_KEY"],
+        visit_timeout_s=env["CXTRACE_VISIT_TIMEOUT_S"] or DEFAULT_VISIT_TIMEOUT_S,
+        visit_cookie=env["CXTRACE_VISIT_COOKIE"] or DEFAULT_VISIT_COOKIE,
     )
 
 

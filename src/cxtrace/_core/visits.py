@@ -571,16 +571,18 @@ def observe(
     )
 
 
-def should_send(received: Optional[VisitState], *, changed: bool, now: int) -> bool:
+def should_send(
+    received: Optional[VisitState], *, changed: bool, now: int, refresh_s: int = REFRESH_S
+) -> bool:
     """Whether the response carries the (re-signed) value: the state changed, or the
-    customer's copy has a last-seen over :data:`REFRESH_S` old (so an active visit does not
-    expire), or the customer had none.
+    customer's copy has a last-seen over ``refresh_s`` (:data:`REFRESH_S`) old, so an
+    active visit does not expire, or the customer had none.
 
     >>> state = VisitState("0" * 32, 0, 1000, b"\\x00" * 8)
     >>> should_send(state, changed=False, now=1300), should_send(state, changed=False, now=1301)
     (False, True)
     """
-    return changed or received is None or now - received.last_seen > REFRESH_S
+    return changed or received is None or now - received.last_seen > refresh_s
 
 
 # --------------------------------------------------------------------------- HTTP headers

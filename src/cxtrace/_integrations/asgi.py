@@ -18,6 +18,7 @@ __all__ = ["AsgiView", "scope_header", "traced_asgi_call"]
 _START = Guard("asgi.start")
 _SEND = Guard("asgi.send")
 _FINISH = Guard("asgi.finish")
+_VISIT = Guard("asgi.visit")
 
 
 def scope_header(scope: dict[str, Any], name: bytes) -> Optional[str]:
@@ -26,6 +27,17 @@ def scope_header(scope: dict[str, Any], name: bytes) -> Optional[str]:
         if key == name:
             return value.decode("latin-1") if isinstance(value, bytes) else None
     return None
+
+
+def scope_cookies(scope: dict[str, Any]) -> Optional[str]:
+    """Every ``cookie`` header of an ASGI scope joined with ``; `` (HTTP/2 sends one per
+    cookie; RFC 9113 section 8.2.3), or None."""
+    values = [
+        value.decode("latin-1")
+        for key, value in scope.get("headers") or ()
+        if key == b"cookie" and isinstance(value, bytes)
+    ]
+    return "; ".join(values) if values else None
 
 
 class AsgiView:
@@ -45,6 +57,8 @@ class AsgiView:
         # HTTP_X_CUSTOMER_TIER -> b"x-customer-tier"; a handful of lookups per request.
         if not environ_key.startswith("HTTP_"):
             return None
+        if environ_key == "HTTP_COOKIE":
+            return scope_cookies(self._scope)
         return scope_header(
             self._scope, environ_key[5:].lower().replace("_", "-").encode("latin-1")
         )
@@ -110,6 +124,20 @@ async def traced_asgi_call(
         if kind == "http.response.start":
             with _SEND:
                 state.status = int(message.get("status", 0))
+            if state.visit is not None:
+                with _VISIT:
+                    added = state.visit_headers()
+                    if added:  # a new message: the app's own stays as it made it
+                        message = {
+                            **message,
+                            "headers": [
+                                *message.get("headers", ()),
+                                *(
+                                    (n.lower().encode("latin-1"), v.encode("latin-1"))
+                                    for n, v in added
+                                ),
+                            ],
+                        }
         await send(message)  # the host's server: its errors are its own
         if kind == "http.response.body" and not message.get("more_body", False):
             with _FINISH:

@@ -23,6 +23,7 @@ _STATUS = Guard("wsgi.start_response")
 _FINISH = Guard("wsgi.finish")
 _FAIL = Guard("wsgi.error")
 _ENTER = Guard("wsgi.body_context")
+_VISIT = Guard("wsgi.visit")
 
 
 class WsgiView:
@@ -192,6 +193,13 @@ def traced_wsgi_call(
             state.status = int(status[:3])
         except Exception as exc:  # noqa: BLE001 - a guard
             _STATUS.swallow(exc)
+        if state.visit is not None:
+            try:
+                added = state.visit_headers()
+                if added:  # a new list: the app's own stays as it made it
+                    headers = [*headers, *added]
+            except Exception as exc:  # noqa: BLE001 - a guard
+                _VISIT.swallow(exc)
         if exc_info is None:
             return start_response(status, headers)
         return start_response(status, headers, exc_info)

@@ -22,7 +22,7 @@ from opentelemetry.context import (
 )
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from cxtrace._core.baggage import outbound_header
+from cxtrace._core.baggage import CX_VISIT, outbound_header
 from cxtrace._core.config import Settings
 from cxtrace._core.journeys import HTTP_METHODS
 from cxtrace._core.privacy import UNKNOWN, redact_query, strip_credentials
@@ -137,6 +137,9 @@ class ClientRecorder:
                 cx[sc.CX_STEP] = step.step
                 if step.journey is not None:
                     cx[sc.CX_JOURNEY] = step.journey
+            visit = state.visit
+            if visit is not None:
+                cx[CX_VISIT] = visit.id
         existing = headers.get("baggage")
         if not cx and (existing is None or "cx." not in existing):
             return

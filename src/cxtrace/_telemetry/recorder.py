@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from contextvars import ContextVar, Token
 from typing import Any, Callable, Final, Optional, Protocol, Union
 
@@ -28,7 +28,6 @@ from opentelemetry import baggage, propagate, trace
 from opentelemetry import context as otel_context
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
-from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
@@ -38,15 +37,16 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from cxtrace._core.apdex import Outcome, classify
-from cxtrace._core.baggage import CX_KEYS, SIG_KEY, inbound_cx
+from cxtrace._core.baggage import CX_KEYS, CX_VISIT, SIG_KEY, inbound_cx
 from cxtrace._core.config import Settings
 from cxtrace._core.journeys import HTTP_METHODS, StepRef
-from cxtrace._core.locks import ForkSafeLock
 from cxtrace._core.privacy import UNKNOWN, SegmentGate, hash_user, redact_query
 from cxtrace._core.request import RequestView
 from cxtrace._guard import Guard
 from cxtrace._telemetry import semconv as sc
 from cxtrace._telemetry.histogram import attach
+from cxtrace._telemetry.tally import Tally
+from cxtrace._telemetry.visits import RecorderVisits, Visit
 
 __all__ = [
     "CxSpanProcessor",
@@ -155,6 +155,12 @@ class Recorder:
         self.inbound_key = settings.propagation_key
         self.trust_inbound = settings.trust_inbound_baggage
         self.reads_inbound = self.inbound_key is not None or self.trust_inbound
+        # Visits (design.md section 12): None when CXTRACE_VISITS is off, and nothing runs.
+        self.visits: Optional[RecorderVisits] = (
+            RecorderVisits(settings) if settings.visits else None
+        )
+        if self.visits is not None:
+            self.visits.bind(self._meter)
         # The global propagator _extract saw last, and whether it reads only W3C headers.
         self._textmap_seen: tuple[object, bool] = (None, False)
 
@@ -166,14 +172,18 @@ class Recorder:
         """
         version = self.version
         self.tracer = tracer_provider.get_tracer("cxtrace", version)
-        meter = meter_provider.get_meter("cxtrace", version)
+        meter = self._meter = meter_provider.get_meter("cxtrace", version)
         # The two counters are kept by cxtrace (a locked dict increment per request) and
         # reported through observable counters at collection time: an SDK counter.add()
         # cleans and hashes its attribute dict on every call, which was most of the cost
         # of a request (tests/bench, `--profile`). Fresh tallies here also mean that a
         # forked child never re-reports its parent's counts.
-        self.requests_tally = _Tally(_REQUEST_KEYS)
-        self.conversions_tally = _Tally(_CONVERSION_KEYS)
+        self.requests_tally = Tally(_REQUEST_KEYS)
+        self.conversions_tally = Tally(_CONVERSION_KEYS)
+        self.conversion_values = Tally(_CONVERSION_VALUE_KEYS)
+        visits = getattr(self, "visits", None)  # None at construction: __init__ binds it
+        if visits is not None:
+            visits.bind(meter)
         meter.create_observable_counter(
             sc.CX_REQUESTS,
             callbacks=[self.requests_tally.observe],
@@ -185,6 +195,12 @@ class Recorder:
             callbacks=[self.conversions_tally.observe],
             unit="{conversion}",
             description="Successful conversion steps by journey, step and segment",
+        )
+        meter.create_observable_counter(
+            sc.CX_CONVERSION_VALUE,
+            callbacks=[self.conversion_values.observe],
+            unit="1",
+            description="Sum of the values of successful conversions, by currency",
         )
         # The duration histogram likewise, where cxtrace can hand its points to the
         # provider's readers itself (cxtrace._telemetry.histogram); else the SDK's.
@@ -241,6 +257,9 @@ class Recorder:
             if segment == UNKNOWN and state.upstream_segment is not None:
                 segment = state.upstream_segment
         state.segment = segment
+        visits = self.visits
+        if visits is not None and state.visit is None:
+            state.visit = visits.begin(view)
         if enrich:
             # Someone (e.g. an OpenTelemetry contrib middleware) already made the server
             # span: enrich it rather than nest a second one. Its owner ends it.
@@ -328,6 +347,8 @@ class Recorder:
                     state.upstream_segment = self.segments.admit(cx[sc.CX_SEGMENT])
                 if cx.get(sc.CX_STEP):
                     state.upstream_step = self.matcher.named(cx[sc.CX_STEP], cx.get(sc.CX_JOURNEY))
+                if cx.get(CX_VISIT):
+                    state.visit = Visit.of_caller(cx[CX_VISIT])
         for key in _BAGGAGE_KEYS:
             if baggage.get_baggage(key, parent) is not None:
                 parent = baggage.remove_baggage(key, parent)
@@ -380,6 +401,7 @@ class RequestState:
         "upstream_segment",
         "upstream_step",
         "user_hash",
+        "visit",
     )
 
     def __init__(self, recorder: Recorder, method: str, path: str, scheme: str) -> None:
@@ -419,6 +441,7 @@ class RequestState:
         # Set by an integration that saw the final response: its body is already in
         # memory, so sending it runs no app code and needs no re-entered context.
         self.body_in_memory = False
+        self.visit: Optional[Visit] = None  # with visits on, or a visit the caller is in
 
     # ------------------------------------------------------------------ during the request
 
@@ -504,6 +527,11 @@ class RequestState:
     def cx_attributes(self) -> Mapping[str, Union[str, int]]:
         """What every span started inside this request carries."""
         step = self.step
+        visit = self.visit
+        if visit is not None:
+            if step is None:
+                return {sc.CX_SEGMENT: self.segment, sc.CX_VISIT_ID: visit.id}
+            return {sc.CX_SEGMENT: self.segment, **step.attributes, sc.CX_VISIT_ID: visit.id}
         if step is None:
             return {sc.CX_SEGMENT: self.segment}
         return {sc.CX_SEGMENT: self.segment, **step.attributes}
@@ -557,6 +585,9 @@ class RequestState:
             self.resolve(self.route)
         verdict = self._judge(duration_s)
         self._count(verdict, duration_s)
+        visit = self.visit
+        if visit is not None and not visit.done:  # no response headers went out (a crash)
+            self._count_visit(visit, verdict)
         if self.deferred and self.span is None:
             self._start_late_span()
         if not self.span_written:
@@ -610,6 +641,32 @@ class RequestState:
         if not self.resolved:
             self.resolve(self.route)
         self._write_span(self._judge((time.perf_counter_ns() - self.start_ns) / 1e9))
+
+    def visit_headers(self) -> tuple[tuple[str, str], ...]:
+        """The response headers are going out: count this request in its visit (as it
+        stands now: status, time so far) and return the headers to add, maybe none."""
+        visit = self.visit
+        if visit is None or visit.inherited:
+            return ()
+        if visit.done:
+            return visit.headers
+        if not self.resolved:
+            self.resolve(self.route)
+        return self._count_visit(visit, self._judge((time.perf_counter_ns() - self.start_ns) / 1e9))
+
+    def _count_visit(self, visit: Visit, verdict: _Verdict) -> tuple[tuple[str, str], ...]:
+        visits = self.recorder.visits
+        if visits is None:
+            return ()
+        outcome, _, _, converted = verdict
+        return visits.respond(
+            visit,
+            segment=self.segment,
+            step=None if self.step_inherited else self.step,
+            outcome=outcome,
+            converted=converted,
+            secure=self.scheme == "https",
+        )
 
     def _judge(self, duration_s: float) -> _Verdict:
         """(outcome, threshold_ms attribute, error.type, converted)."""
@@ -667,6 +724,11 @@ class RequestState:
             self._record_sdk(rec, duration_s, step_name, error_type)
         if converted:
             rec.conversions_tally.add((journey, step_name, segment))
+            value = self.conversion_value
+            if value is not None:
+                rec.conversion_values.add(
+                    (journey, step_name, segment, self.conversion_currency), value
+                )
 
     def _record_sdk(
         self,
@@ -719,6 +781,10 @@ class RequestState:
             attrs.update(step.attributes)
         if self.user_hash is not None:
             attrs[sc.USER_HASH] = self.user_hash
+        visit = self.visit
+        if visit is not None:
+            attrs[sc.CX_VISIT_ID] = visit.id
+            attrs[sc.CX_VISIT_NEW] = visit.new
         if route is not None:
             attrs[sc.HTTP_ROUTE] = route
             if self.owns_span:
@@ -750,6 +816,7 @@ _REQUEST_KEYS: Final = (
     sc.HTTP_REQUEST_METHOD,
 )
 _CONVERSION_KEYS: Final = (sc.CX_JOURNEY, sc.CX_STEP, sc.CX_SEGMENT)
+_CONVERSION_VALUE_KEYS: Final = (*_CONVERSION_KEYS, sc.CX_CONVERSION_CURRENCY)
 # http.server.request.duration's attributes, in the order of the keys _count() builds.
 _DURATION_KEYS: Final = (
     sc.HTTP_REQUEST_METHOD,
@@ -761,40 +828,6 @@ _DURATION_KEYS: Final = (
     sc.ERROR_TYPE,
     sc.NETWORK_PROTOCOL_VERSION,
 )
-
-
-class _Tally:
-    """Cumulative counts per attribute set, read by an observable counter's callback.
-
-    Keys are tuples of attribute values in ``names`` order (None: attribute absent). They
-    are bounded: segments by the SegmentGate, steps and routes by configuration and route
-    templates, methods by the known set; each key's attribute dict is built once.
-    """
-
-    __slots__ = ("_attributes", "_counts", "_lock", "_names")
-
-    def __init__(self, names: tuple[str, ...]) -> None:
-        self._names = names
-        self._counts: dict[tuple[Optional[str], ...], int] = {}
-        self._attributes: dict[tuple[Optional[str], ...], dict[str, str]] = {}
-        self._lock = ForkSafeLock()
-
-    def add(self, key: tuple[Optional[str], ...]) -> None:
-        with self._lock.raw:  # once per request: the lock itself (cxtrace._core.locks)
-            count = self._counts.get(key)
-            if count is None:
-                self._attributes[key] = {
-                    name: value for name, value in zip(self._names, key) if value is not None
-                }
-                self._counts[key] = 1
-            else:
-                self._counts[key] = count + 1
-
-    def observe(self, options: CallbackOptions) -> Iterable[Observation]:
-        with self._lock:
-            counts = list(self._counts.items())
-        attributes = self._attributes
-        return [Observation(count, attributes[key]) for key, count in counts]
 
 
 def check_conversion_value(value: object) -> Optional[float]:

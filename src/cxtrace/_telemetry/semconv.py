@@ -32,6 +32,10 @@ CX_FRUSTRATION_REASON: Final = "cx.frustration.reason"
 CX_CONVERSION: Final = "cx.conversion"
 CX_CONVERSION_VALUE: Final = "cx.conversion.value"
 CX_CONVERSION_CURRENCY: Final = "cx.conversion.currency"
+# Visits (design.md section 12)
+CX_VISIT_ID: Final = "cx.visit.id"
+CX_VISIT_NEW: Final = "cx.visit.new"
+CX_VISIT_FRUSTRATED: Final = "cx.visit.frustrated"
 USER_HASH: Final = "user.hash"
 # cx.rum.* on browser.page_load spans (real-user monitoring, docs/rum.md); milliseconds
 # since the browser's navigation start
@@ -47,6 +51,11 @@ CX_RUM_JS_ERRORS: Final = "cx.rum.js_errors"
 # metrics
 CX_REQUESTS: Final = "cx.requests"
 CX_CONVERSIONS: Final = "cx.conversions"
+CX_VISITS: Final = "cx.visits"
+CX_VISIT_STEPS: Final = "cx.visit.steps"
+CX_VISIT_FRUSTRATIONS: Final = "cx.visit.frustrations"
+CX_VISIT_CONVERSIONS: Final = "cx.visit.conversions"
+CX_VISIT_CONVERTED_STEPS: Final = "cx.visit.converted_steps"
 HTTP_SERVER_REQUEST_DURATION: Final = "http.server.request.duration"
 CX_PAGE_LOADS: Final = "cx.page_loads"
 CX_PAGE_LOAD_DURATION: Final = "cx.page_load.duration"
