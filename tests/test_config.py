@@ -63,6 +63,11 @@ def test_no_environment_gives_the_documented_defaults() -> None:
     assert settings.metrics_exporters == ("otlp",)
     assert settings.traces_protocol == "http/protobuf"
     assert settings.metrics_protocol == "http/protobuf"
+    assert settings.visits is False
+    assert settings.visit_schema is None
+    assert settings.visit_key is None
+    assert settings.visit_timeout_s == 1800
+    assert settings.visit_cookie == "cx_visit"
 
 
 DESIGN_CXTRACE_VARIABLES = (
@@ -80,6 +85,10 @@ DESIGN_CXTRACE_VARIABLES = (
     "CXTRACE_PROPAGATE_TO",
     "CXTRACE_RUM",
     "CXTRACE_RUM_APDEX_THRESHOLD_MS",
+    "CXTRACE_VISITS",
+    "CXTRACE_VISIT_KEY",
+    "CXTRACE_VISIT_TIMEOUT_S",
+    "CXTRACE_VISIT_COOKIE",
 )
 
 
@@ -1059,3 +1068,70 @@ def test_settings_are_frozen() -> None:
     settings = load()
     with pytest.raises(AttributeError):
         settings.apdex_threshold_ms = 1.0  # type: ignore[misc]
+
+
+# --------------------------------------------------------------------------- visits
+
+
+def test_visits_on_take_the_key_the_timeout_and_the_cookie_name() -> None:
+    settings = load(
+        {
+            "CXTRACE_VISITS": " Cookie ",
+            "CXTRACE_VISIT_KEY": "s3cret",
+            "CXTRACE_VISIT_TIMEOUT_S": "600",
+            "CXTRACE_VISIT_COOKIE": "__Host-cx",
+        }
+    )
+    assert settings.visits is True
+    assert settings.visit_key == b"s3cret"
+    assert settings.visit_timeout_s == 600
+    assert settings.visit_cookie == "__Host-cx"
+    assert "s3cret" not in repr(settings)
+
+
+def test_visits_off_ignore_the_other_visit_variables() -> None:
+    settings = load({"CXTRACE_VISITS": "off", "CXTRACE_VISIT_TIMEOUT_S": "60"})
+    assert settings.visits is False
+    assert settings.visit_schema is None
+
+
+def test_visits_without_a_key_are_refused_naming_both_variables() -> None:
+    message = config_error({"CXTRACE_VISITS": "cookie"})
+    assert message.startswith("CXTRACE_VISITS='cookie': expected CXTRACE_VISIT_KEY")
+
+
+def test_the_visit_schema_follows_the_configured_journeys(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, '[[journeys]]\nname = "buy"\nsteps = [{ name = "pay", route = "/pay" }]\n'
+    )
+    settings = load(
+        {"CXTRACE_VISITS": "cookie", "CXTRACE_VISIT_KEY": "k", "CXTRACE_JOURNEYS_FILE": path}
+    )
+    assert settings.visit_schema is not None
+    assert settings.visit_schema.step_names == (("pay",),)
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("1", 1), ("1800", 1800), ("604800", 604800)])
+def test_the_visit_timeout_is_whole_seconds_up_to_a_week(raw: str, expected: int) -> None:
+    assert load({"CXTRACE_VISIT_TIMEOUT_S": raw}).visit_timeout_s == expected
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw", "expected"),
+    [
+        ("CXTRACE_VISITS", "on", "'cookie' (follow visits with a signed cookie) or 'off'"),
+        ("CXTRACE_VISITS", "true", "'cookie' (follow visits with a signed cookie) or 'off'"),
+        ("CXTRACE_VISIT_TIMEOUT_S", "0", "a whole number of seconds between 1 and 604800"),
+        ("CXTRACE_VISIT_TIMEOUT_S", "604801", "a whole number of seconds between 1 and 604800"),
+        ("CXTRACE_VISIT_TIMEOUT_S", "1.5", "a whole number of seconds between 1 and 604800"),
+        ("CXTRACE_VISIT_TIMEOUT_S", "30m", "a whole number of seconds between 1 and 604800"),
+        ("CXTRACE_VISIT_COOKIE", "cx visit", "a cookie name"),
+        ("CXTRACE_VISIT_COOKIE", "cx;visit", "a cookie name"),
+        ("CXTRACE_VISIT_COOKIE", "cx=visit", "a cookie name"),
+    ],
+)
+def test_a_bad_visit_variable_names_itself_and_what_it_expects(
+    variable: str, raw: str, expected: str
+) -> None:
+    message = config_error({variable: raw})
+    assert message.startswith(f"{variable}={raw!r}: expected {expected}")

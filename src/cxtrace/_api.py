@@ -229,12 +229,16 @@ def instrument(
         journeys_desc = (
             ", ".join(f"{j.name} ({len(j.steps)} steps)" for j in settings.journeys) or "none"
         )
+        visits_desc = ""
+        if settings.visits:
+            visits_desc = f"; visits: cookie {settings.visit_cookie}, {settings.visit_timeout_s} s"
         _log.info(
-            "cxtrace %s instrumented %s; exporting %s; journeys: %s",
+            "cxtrace %s instrumented %s; exporting %s; journeys: %s%s",
             __version__,
             ", ".join(enabled) or "nothing",
             providers.destination,
             journeys_desc,
+            visits_desc,
         )
         return handle
 

@@ -138,7 +138,7 @@ class ClientRecorder:
                 if step.journey is not None:
                     cx[sc.CX_JOURNEY] = step.journey
             visit = state.visit
-            if visit is not None:
+            if visit is not None and self.key:  # an id of a customer's visit: signed only
                 cx[CX_VISIT] = visit.id
         existing = headers.get("baggage")
         if not cx and (existing is None or "cx." not in existing):

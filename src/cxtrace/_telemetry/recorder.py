@@ -8,6 +8,7 @@ one :class:`RequestState` (slotted), which integrations drive::
     state.resolve(route, request)     # once the framework knows the route (optional)
     state.fail(exc)                   # an unhandled exception, if any
     state.status = 200                # from start_response / the response object
+    state.visit_headers()             # as the headers go out: the visit cookie to add, if any
     state.detach()                    # leave the request's context (same thread)
     state.finish()                    # when the body has been sent: Apdex, metrics, end span
 
@@ -665,7 +666,6 @@ class RequestState:
             step=None if self.step_inherited else self.step,
             outcome=outcome,
             converted=converted,
-            secure=self.scheme == "https",
         )
 
     def _judge(self, duration_s: float) -> _Verdict:

@@ -53,7 +53,7 @@ _HEADER_ENV: Final = "HTTP_" + VISIT_HEADER.upper().replace("-", "_")  # HTTP_CX
 class Visit:
     """One request's place in a visit (slotted: one per request with visits on)."""
 
-    __slots__ = ("done", "headers", "id", "inherited", "new", "received", "via")
+    __slots__ = ("done", "headers", "id", "inherited", "new", "received", "secure", "via")
 
     def __init__(
         self,
@@ -63,11 +63,13 @@ class Visit:
         received: Optional[VisitState] = None,
         via: Optional[str] = None,
         inherited: bool = False,
+        secure: bool = False,
     ) -> None:
         self.id = visit_id  # cx.visit.id: the random id, never the signed value
         self.new = new  # cx.visit.new: this request starts the visit
         self.received = received  # the verified state the customer sent, if any
         self.via = via  # COOKIE, HEADER or None (neither: answer in both)
+        self.secure = secure  # the customer reached us over https: a Secure cookie
         # The visit is the caller's (verified inbound CX baggage): spans say so, but this
         # request counts nothing and sets no cookie; the service customers reach does.
         self.inherited = inherited
@@ -77,6 +79,24 @@ class Visit:
     @classmethod
     def of_caller(cls, visit_id: str) -> Visit:
         return cls(visit_id, new=False, inherited=True)
+
+
+def _forwarded_https(view: RequestView) -> bool:
+    """Whether a TLS-terminating proxy says the customer came over https.
+
+    ``X-Forwarded-Proto`` (its first value) or ``Forwarded: proto=https``, read whoever sent
+    them: the cookie only gains ``Secure``, which a client faking the header denies itself.
+    An app's own proxy fix (werkzeug's ProxyFix inside Flask, Django's
+    SECURE_PROXY_SSL_HEADER) runs after cxtrace saw the request, so the headers are read here.
+    """
+    proto = view.header("HTTP_X_FORWARDED_PROTO")
+    if proto is not None and proto.split(",", 1)[0].strip().lower() == "https":
+        return True
+    forwarded = view.header("HTTP_FORWARDED")
+    if forwarded is None:
+        return False
+    first = forwarded.split(",", 1)[0]
+    return any(part.strip().lower().replace('"', "") == "proto=https" for part in first.split(";"))
 
 
 _VISIT_KEYS: Final = (sc.CX_SEGMENT,)
@@ -142,6 +162,7 @@ class RecorderVisits:
         if cookie is not None:
             cookie_value = read_cookie(cookie, self.cookie)
         header_value = view.header(_HEADER_ENV)
+        secure = view.scheme == "https" or _forwarded_https(view)
         now = int(time.time())
         for value, came in ((cookie_value, COOKIE), (header_value, HEADER)):
             if value is not None:
@@ -149,12 +170,12 @@ class RecorderVisits:
                     value, key=self.key, schema=self.schema, now=now, timeout_s=self.timeout_s
                 )
                 if state is not None:
-                    return Visit(state.visit_id, new=False, received=state, via=came)
+                    return Visit(state.visit_id, new=False, received=state, via=came, secure=secure)
         via: Optional[str] = None
         if cookie_value is not None or header_value is not None:
             # A bad or expired state: answer where it came from (the cookie first).
             via = COOKIE if cookie_value is not None else HEADER
-        return Visit(new_visit_id(), new=True, via=via)
+        return Visit(new_visit_id(), new=True, via=via, secure=secure)
 
     def respond(
         self,
@@ -164,7 +185,6 @@ class RecorderVisits:
         step: Optional[StepRef],
         outcome: Outcome,
         converted: bool,
-        secure: bool,
     ) -> tuple[tuple[str, str], ...]:
         """Count this request in its visit; the headers to add to its response (maybe none).
 
@@ -199,7 +219,7 @@ class RecorderVisits:
         value = encode(state, key=self.key, schema=schema)
         headers: list[tuple[str, str]] = []
         if visit.via != HEADER:
-            headers.append(("Set-Cookie", format_cookie(self.cookie, value, secure=secure)))
+            headers.append(("Set-Cookie", format_cookie(self.cookie, value, secure=visit.secure)))
         if visit.via != COOKIE:
             headers.append((VISIT_HEADER, value))
         visit.headers = tuple(headers)
