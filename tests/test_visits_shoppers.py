@@ -64,6 +64,7 @@ class Truth:
     timeout_s: float
     counts: Counter[tuple[str, frozenset[tuple[str, object]]]] = field(default_factory=Counter)
     values: Counter[frozenset[tuple[str, object]]] = field(default_factory=Counter)
+    states: set[str] = field(default_factory=set)  # every visit value the shop sent
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, metric: str, amount: float = 1, **attrs: object) -> None:
@@ -146,6 +147,12 @@ class Shopper:
         )
         if self.app and "cx-visit" in response.headers:
             self.echo = response.headers["cx-visit"]
+        if "cx_visit" in response.cookies:
+            with self.truth.lock:
+                self.truth.states.add(response.cookies["cx_visit"])
+        if "cx-visit" in response.headers:
+            with self.truth.lock:
+                self.truth.states.add(response.headers["cx-visit"])
         return response
 
     def _happened(
@@ -332,6 +339,12 @@ def check(otlp: Receiver, truth: Truth) -> None:
     assert counts == {key: float(n) for key, n in truth.counts.items()}
     assert values == pytest.approx({key: float(v) for key, v in truth.values.items()})
     assert truth.counts[("cx.visits", frozenset({("cx.segment", "free")}))] > 0
+    # Privacy on the wire: no visit value, nor its payload or signature, in any export.
+    wire = b"".join(raw for _, raw in otlp.payloads)
+    assert len(truth.states) > len(truth.counts)
+    for value in truth.states:
+        for part in (value, *value.split(".")[1:]):
+            assert part.encode() not in wire
 
 
 def shop_env(otlp: Receiver, journeys: Path, timeout_s: int, **extra: str) -> dict[str, str]:
