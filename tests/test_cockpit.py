@@ -182,7 +182,7 @@ def test_counts_from_cumulative_delta_and_restarted_processes_add_up_exactly(
     summary = api(cockpit, "summary")
     assert summary["requests"]["total"] == 20 + 3 + 9
     assert summary["headlines"][0]["text"] == (
-        "checkout is frustrating 56% of enterprise customers (Apdex 0.22)"
+        "checkout: 56% of enterprise requests frustrating (Apdex 0.22)"
     )
     funnel = api(cockpit, "funnel")["journeys"][0]
     pro_funnel = next(s for s in funnel["segments"] if s["segment"] == "pro")

@@ -180,8 +180,8 @@ def test_the_cockpit_shows_enterprise_checkout_as_the_worst_slice_and_ctrl_c_sto
     assert {segment for segment, _ in shares} == {"free", "pro", "enterprise"}
     assert {step for _, step in shares} == set(STEPS)
     headline = seen["summary"]["headlines"][0]
-    assert headline["text"].startswith("checkout is frustrating ")
-    assert "of enterprise customers" in headline["text"]
+    assert headline["text"].startswith("checkout: ")
+    assert "of enterprise requests frustrating" in headline["text"]
     # The page counts customers where they arrive (the shop); the backend, downstream, served
     # the same customers: their segments and steps came along, signed.
     services = run.api("services")

@@ -2,7 +2,8 @@
 
 Pure functions: no I/O, no SQLite. What the cockpit keeps of a payload:
 
-- every point of the ``cx.requests``, ``cx.page_loads`` and ``cx.conversions`` monotonic sums,
+- every point of the ``cx.requests``, ``cx.page_loads``, ``cx.conversions`` and
+  ``cx.conversion.value`` monotonic sums and of the five ``cx.visit*`` counters (section 12),
   cumulative or delta, as a ``CounterPoint`` naming its series (resource + scope + metric +
   point attributes; the start time is compared by the store to detect restarts);
 - every span that carries ``cx.satisfaction`` (a server span finished by cxtrace, or a
@@ -26,6 +27,7 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 __all__ = [
     "BROWSER",
     "SERVER",
+    "VISIT_METRICS",
     "CounterPoint",
     "SpanSample",
     "counter_points",
@@ -37,6 +39,16 @@ __all__ = [
 CX_REQUESTS: Final = "cx.requests"
 CX_CONVERSIONS: Final = "cx.conversions"
 CX_PAGE_LOADS: Final = "cx.page_loads"
+CX_CONVERSION_VALUE_SUM: Final = "cx.conversion.value"  # the counter (section 4)
+# The visit counters of section 12, and the kind of count each is in the store.
+VISIT_METRICS: Final = {
+    "cx.visits": "visits",
+    "cx.visit.steps": "steps",
+    "cx.visit.frustrations": "frustrations",
+    "cx.visit.conversions": "conversions",
+    "cx.visit.converted_steps": "converted_steps",
+}
+CX_VISIT_FRUSTRATED: Final = "cx.visit.frustrated"
 BROWSER_PAGE_LOAD: Final = "browser.page_load"
 CX_SEGMENT: Final = "cx.segment"
 CX_JOURNEY: Final = "cx.journey"
@@ -61,7 +73,14 @@ UNKNOWN_SERVICE: Final = "unknown_service"
 # Bounds on what one payload can make us store: a hostile sender cannot write huge labels.
 _MAX_LABEL: Final = 128
 
-_METRIC_SOURCES: Final = {CX_REQUESTS: SERVER, CX_PAGE_LOADS: BROWSER, CX_CONVERSIONS: SERVER}
+_METRIC_SOURCES: Final = {
+    CX_REQUESTS: SERVER,
+    CX_PAGE_LOADS: BROWSER,
+    CX_CONVERSIONS: SERVER,
+    CX_CONVERSION_VALUE_SUM: SERVER,
+    **dict.fromkeys(VISIT_METRICS, SERVER),
+}
+_UNJUDGED: Final = frozenset((CX_CONVERSIONS, CX_CONVERSION_VALUE_SUM, *VISIT_METRICS))
 
 
 class CounterPoint(NamedTuple):
@@ -76,8 +95,11 @@ class CounterPoint(NamedTuple):
     service: str
     segment: str
     journey: str  # "" when the request maps to no step
-    step: str  # the step name, else the route, else "(no step)"
-    satisfaction: str  # "" for cx.conversions
+    step: str  # the step name, else the route, else "(no step)"; "" for cx.visits
+    satisfaction: str  # "" for cx.conversions, cx.conversion.value and visits
+    # cx.visit.frustrations: the reason; cx.visit.converted_steps: "true" / "false";
+    # cx.conversion.value: the currency; else "".
+    detail: str = ""
 
 
 class SpanSample(NamedTuple):
@@ -200,8 +222,23 @@ def counter_points(request: metrics_service_pb2.ExportMetricsServiceRequest) -> 
                         attrs.get(CX_JOURNEY), attrs.get(CX_STEP), attrs.get(HTTP_ROUTE)
                     )
                     satisfaction = attrs.get(CX_SATISFACTION)
-                    if metric.name != CX_CONVERSIONS and satisfaction not in SATISFACTIONS:
+                    if metric.name not in _UNJUDGED and satisfaction not in SATISFACTIONS:
                         continue
+                    detail = ""
+                    if metric.name in VISIT_METRICS:
+                        visit_detail = _visit_detail(metric.name, attrs)
+                        if visit_detail is None:
+                            continue
+                        detail = visit_detail
+                        # Visit counts carry the journey (and step) they count, or none.
+                        journey = _label(attrs.get(CX_JOURNEY), "")
+                        step = _label(attrs.get(CX_STEP), "")
+                        if metric.name != "cx.visits" and not journey:
+                            continue
+                        if metric.name == "cx.visits":
+                            journey = step = ""
+                    elif metric.name == CX_CONVERSION_VALUE_SUM:
+                        detail = _label(attrs.get(CX_CONVERSION_CURRENCY), "")
                     records.append(
                         CounterPoint(
                             metric=metric.name,
@@ -215,9 +252,21 @@ def counter_points(request: metrics_service_pb2.ExportMetricsServiceRequest) -> 
                             journey=journey,
                             step=step,
                             satisfaction=str(satisfaction or ""),
+                            detail=detail,
                         )
                     )
     return records
+
+
+def _visit_detail(metric: str, attrs: dict[str, object]) -> Optional[str]:
+    """The extra attribute of a visit counter as the store keeps it; None: malformed."""
+    if metric == "cx.visit.frustrations":
+        reason = attrs.get(CX_FRUSTRATION_REASON)
+        return reason if reason in ("slow", "error") else None
+    if metric == "cx.visit.converted_steps":
+        frustrated = attrs.get(CX_VISIT_FRUSTRATED)
+        return ("true" if frustrated else "false") if isinstance(frustrated, bool) else None
+    return ""
 
 
 def _int(value: object) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from html import escape
-from typing import Any, Final, Optional
+from typing import Any, Callable, Final, Optional
 
 from cxtrace._cockpit.queries import WINDOWS, threshold_text
 
@@ -82,25 +82,59 @@ def _scope_note(services: dict[str, Any]) -> str:
     return ""
 
 
-def _headline(summary: dict[str, Any], services: dict[str, Any]) -> str:
-    req = summary["requests"]
-    browser = summary["browser"]
+def _cost_title(h: dict[str, Any]) -> str:
+    """A costly slice's numbers, for its hover."""
+    title = (
+        f"{h['segment']} · {h['step']}: {h['customers']} customers reached it, "
+        f"{h['frustrated']} frustrated there ({h['frustrated_slow']} slow, "
+        f"{h['frustrated_error']} error)"
+    )
+    if h["conversion_rate_frustrated"] is not None and h["conversion_rate_others"] is not None:
+        title += (
+            f"; conversion rate {100 * h['conversion_rate_frustrated']:.0f}% frustrated, "
+            f"{100 * h['conversion_rate_others']:.0f}% others"
+        )
+    return title
+
+
+def _headline_items(summary: dict[str, Any]) -> str:
     lines = summary["headlines"]
-    if lines:
+    if summary.get("unit") == "customers":
+        if not lines:
+            return (
+                '<p class="headline-ok">No customer was frustrated at any step in this window.</p>'
+            )
         items = "".join(
-            f'<li class="headline v-{_e(h["verdict"])}" data-segment="{_e(h["segment"])}"'
-            f' data-step="{_e(h["step"])}" title="{_e(_counts_title(h["segment"], h))}">'
-            f"{_e(h['text'])}</li>"
+            f'<li class="headline v-{"frustrated" if h["conversions_lost"] else "tolerating"}"'
+            f' data-segment="{_e(h["segment"])}" data-step="{_e(h["step"])}"'
+            f' data-unit="customers" title="{_e(_cost_title(h))}">{_e(h["text"])}</li>'
             for h in lines
         )
-        story = f'<ol class="headlines">{items}</ol>'
-    else:
-        story = (
-            '<p class="headline-ok">Customers are satisfied on every step: no slice has '
-            "an Apdex below 0.94.</p>"
-        )
+        return f'<ol class="headlines">{items}</ol>'
+    if not lines:
+        return '<p class="headline-ok">Every step has an Apdex of 0.94 or better.</p>'
+    items = "".join(
+        f'<li class="headline v-{_e(h["verdict"])}" data-segment="{_e(h["segment"])}"'
+        f' data-step="{_e(h["step"])}" data-unit="requests"'
+        f' title="{_e(_counts_title(h["segment"], h))}">{_e(h["text"])}</li>'
+        for h in lines
+    )
+    return f'<ol class="headlines">{items}</ol>'
+
+
+def _headline(summary: dict[str, Any], services: dict[str, Any], funnel: dict[str, Any]) -> str:
+    req = summary["requests"]
+    browser = summary["browser"]
+    story = _headline_items(summary)
     total = req["total"]
-    stats = [
+    stats = []
+    if summary.get("unit") == "customers":
+        visits = sum(funnel.get("visits", {}).values())
+        stats.append(
+            f'<div class="stat" title="visits that started in this window">'
+            f'<b data-customers="{visits}">{visits:,}</b><span>customers</span></div>'
+        )
+    stats += [
         f'<div class="stat"><b data-total="{total}">{total:,}</b><span>requests</span></div>',
         f'<div class="stat v-{_e(req["verdict"])}"><b>{_apdex(req["apdex"])}</b>'
         "<span>Apdex (server)</span></div>",
@@ -205,60 +239,148 @@ def _converted(seg: dict[str, Any]) -> str:
     )
 
 
-def _funnel(funnel: dict[str, Any]) -> str:
-    if not funnel["journeys"]:
-        return ""
+def _funnel_tables(funnel: dict[str, Any], cell: Callable[[dict[str, Any], int, str], str]) -> str:
+    """One table per journey: a row per step, a column per segment, ``cell`` for each."""
     parts = []
     for journey in funnel["journeys"]:
         segments = journey["segments"]
         head = "".join(f"<th>{_e(s['segment'])}</th>" for s in segments)
-        rows = []
-        for i, step in enumerate(journey["steps"]):
-            cells = []
-            for seg in segments:
-                row = seg["steps"][i]
-                first = seg["steps"][0]["requests"] or 1
-                width = min(100.0, 100 * row["requests"] / first)
-                drop = row["drop_off"]
-                drop_text = ""
-                if drop is not None and drop >= 0:
-                    drop_text = f'<span class="drop">-{100 * drop:.0f}%</span>'
-                elif drop is not None:
-                    drop_text = f'<span class="gain">+{-100 * drop:.0f}%</span>'
-                conv = (
-                    f'<span class="conv" title="conversions">✓ {row["conversions"]:,}</span>'
-                    if row["conversions"]
-                    else ""
-                )
-                title = f"{seg['segment']} · {step}: {row['requests']} requests"
-                if drop is not None and drop >= 0:
-                    title += f", {100 * drop:.1f}% fewer than the step before"
-                elif drop is not None:
-                    title += f", {-100 * drop:.1f}% more than the step before (repeat visits)"
-                if row["conversions"]:
-                    title += f"; {row['conversions']} conversions"
-                    if row["value"]:
-                        title += f" worth {_money(row['value'], row['currency'])}"
-                cells.append(
-                    f'<td class="funnel-cell" data-segment="{_e(seg["segment"])}" '
-                    f'data-step="{_e(step)}" data-requests="{row["requests"]}" '
-                    f'data-conversions="{row["conversions"]}" title="{_e(title)}">'
-                    f'<span class="fbar"><span style="width:{width:.1f}%"></span></span>'
-                    f'<span class="n">{row["requests"]:,}</span>{drop_text}{conv}</td>'
-                )
-            rows.append(f"<tr><th>{_e(step)}</th>{''.join(cells)}</tr>")
+        rows = [
+            f"<tr><th>{_e(step)}</th>{''.join(cell(seg, i, step) for seg in segments)}</tr>"
+            for i, step in enumerate(journey["steps"])
+        ]
         totals = "".join(_converted(s) for s in segments)
         parts.append(
             f'<h3>{_e(journey["journey"])}</h3><table class="funnel" '
-            f'data-journey="{_e(journey["journey"])}"><thead><tr><th>step</th>{head}</tr></thead>'
-            f"<tbody>{''.join(rows)}</tbody><tfoot><tr><th>converted</th>{totals}</tr></tfoot>"
-            "</table>"
+            f'data-unit="{_e(funnel["unit"])}" data-journey="{_e(journey["journey"])}">'
+            f"<thead><tr><th>step</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody>"
+            f"<tfoot><tr><th>converted</th>{totals}</tr></tfoot></table>"
+        )
+    return "".join(parts)
+
+
+def _customer_cell(seg: dict[str, Any], i: int, step: str) -> str:
+    row = seg["steps"][i]
+    most = max((r["customers"] for r in seg["steps"]), default=0) or 1
+    width = min(100.0, 100 * row["customers"] / most)
+    drop = row["drop_off"]
+    drop_text = ""
+    if drop is not None and drop > 0:
+        drop_text = f'<span class="drop">-{100 * drop:.0f}%</span>'
+    frustrated = (
+        f'<span class="frus" title="frustrated here">✗ {row["frustrated"]:,}</span>'
+        if row["frustrated"]
+        else ""
+    )
+    title = (
+        f"{seg['segment']} · {step}: {row['customers']} customers reached it; "
+        f"{row['frustrated']} frustrated here; {row['converted']} of them converted"
+    )
+    if drop is not None and drop > 0:
+        title += f"; {100 * drop:.1f}% fewer than the step before"
+    return (
+        f'<td class="funnel-cell" data-segment="{_e(seg["segment"])}" '
+        f'data-step="{_e(step)}" data-customers="{row["customers"]}" '
+        f'data-frustrated="{row["frustrated"]}" data-converted="{row["converted"]}" '
+        f'title="{_e(title)}">'
+        f'<span class="fbar"><span style="width:{width:.1f}%"></span></span>'
+        f'<span class="n">{row["customers"]:,}</span>{drop_text}{frustrated}</td>'
+    )
+
+
+def _customer_funnel(funnel: dict[str, Any]) -> str:
+    return (
+        '<section class="card" id="funnel"><h2>Customer funnel</h2>'
+        '<p class="hint">customers (visits) reaching each step, drop-off from the step '
+        "before, frustrated there (✗), and the visits that converted</p>"
+        f"{_funnel_tables(funnel, _customer_cell)}</section>"
+    )
+
+
+def _costs(costs: dict[str, Any]) -> str:
+    if costs.get("unit") != "customers":
+        return ""
+    rows = costs["rows"][:10]
+    if not rows:
+        body = '<p class="hint">No customer was frustrated at any step in this window.</p>'
+    else:
+        items = []
+        for r in rows:
+            rate_f = r["conversion_rate_frustrated"]
+            rate_o = r["conversion_rate_others"]
+            lost = r["conversions_lost"]
+            value = r["value_lost"]
+            lost_text = "-" if lost is None else f"{lost:,.1f}"
+            value_text = "-" if not value else _money(value, r["currency"])
+            items.append(
+                f'<tr data-segment="{_e(r["segment"])}" data-step="{_e(r["step"])}" '
+                f'data-frustrated="{r["frustrated"]}" data-customers="{r["customers"]}" '
+                f'data-lost="{"" if lost is None else lost}" '
+                f'data-value-lost="{"" if value is None else value}" '
+                f'title="{_e(r["note"] or _cost_title(r))}">'
+                f"<th>{_e(r['step'])}<small>{_e(r['segment'])}</small></th>"
+                f'<td class="num">{r["frustrated"]:,} of {r["customers"]:,}</td>'
+                f'<td class="num">{"-" if rate_f is None else f"{100 * rate_f:.0f}%"}</td>'
+                f'<td class="num">{"-" if rate_o is None else f"{100 * rate_o:.0f}%"}</td>'
+                f'<td class="num">{lost_text}</td><td class="num">{_e(value_text)}</td></tr>'
+            )
+        body = (
+            '<table class="costs"><thead><tr><th>step</th><th>frustrated customers</th>'
+            "<th>converted, frustrated</th><th>converted, others</th><th>conversions lost</th>"
+            f"<th>value lost</th></tr></thead><tbody>{''.join(items)}</tbody></table>"
         )
     return (
-        '<section class="card" id="funnel"><h2>Conversion funnel</h2>'
-        '<p class="hint">requests reaching each step, drop-off from the step before, '
-        "conversions and their value</p>"
-        f"{''.join(parts)}</section>"
+        '<section class="card" id="costs"><h2>What frustration costs</h2>'
+        '<p class="hint">customers frustrated at a step, how often they converted against '
+        "the others who reached it, and the conversions and value that difference lost; "
+        f"compared only with at least {costs['min_compared']} customers in each group</p>"
+        f"{body}</section>"
+    )
+
+
+def _funnel(funnel: dict[str, Any]) -> str:
+    if not funnel["journeys"]:
+        return ""
+    if funnel.get("unit") == "customers":
+        return _customer_funnel(funnel)
+    return (
+        '<section class="card" id="funnel"><h2>Request funnel</h2>'
+        '<p class="hint">requests reaching each step (hits, not people: visits are off), '
+        "drop-off from the step before, conversions and their value</p>"
+        f"{_funnel_tables(funnel, _request_cell)}</section>"
+    )
+
+
+def _request_cell(seg: dict[str, Any], i: int, step: str) -> str:
+    row = seg["steps"][i]
+    first = seg["steps"][0]["requests"] or 1
+    width = min(100.0, 100 * row["requests"] / first)
+    drop = row["drop_off"]
+    drop_text = ""
+    if drop is not None and drop >= 0:
+        drop_text = f'<span class="drop">-{100 * drop:.0f}%</span>'
+    elif drop is not None:
+        drop_text = f'<span class="gain">+{-100 * drop:.0f}%</span>'
+    conv = (
+        f'<span class="conv" title="conversions">✓ {row["conversions"]:,}</span>'
+        if row["conversions"]
+        else ""
+    )
+    title = f"{seg['segment']} · {step}: {row['requests']} requests"
+    if drop is not None and drop >= 0:
+        title += f", {100 * drop:.1f}% fewer than the step before"
+    elif drop is not None:
+        title += f", {-100 * drop:.1f}% more than the step before (repeat visits)"
+    if row["conversions"]:
+        title += f"; {row['conversions']} conversions"
+        if row["value"]:
+            title += f" worth {_money(row['value'], row['currency'])}"
+    return (
+        f'<td class="funnel-cell" data-segment="{_e(seg["segment"])}" '
+        f'data-step="{_e(step)}" data-requests="{row["requests"]}" '
+        f'data-conversions="{row["conversions"]}" title="{_e(title)}">'
+        f'<span class="fbar"><span style="width:{width:.1f}%"></span></span>'
+        f'<span class="n">{row["requests"]:,}</span>{drop_text}{conv}</td>'
     )
 
 
@@ -293,7 +415,7 @@ def _reasons(reasons: dict[str, Any]) -> str:
             f"<th>tolerating</th></tr></thead><tbody>{''.join(items)}</tbody></table>"
         )
     return (
-        '<section class="card" id="reasons"><h2>Why customers are frustrated</h2>'
+        '<section class="card" id="reasons"><h2>Why requests frustrate</h2>'
         '<p class="legend"><span class="r-error">error</span> '
         '<span class="r-slow">too slow (over 4 T)</span> '
         '<span class="r-tolerating">tolerating (T to 4 T)</span> · from traces</p>'
@@ -428,7 +550,8 @@ def render_content(data: dict[str, Any], *, has_any_data: bool, endpoint: str) -
     if not summary["requests"]["total"] and not summary["browser"]["total"]:
         return _empty(has_any_data, data["window"], endpoint)
     return (
-        _headline(summary, data["services"])
+        _headline(summary, data["services"], data["funnel"])
+        + _costs(data["costs"])
         + _grid(data["grid"])
         + '<div class="cols">'
         + _funnel(data["funnel"])
@@ -453,7 +576,7 @@ def render_page(data: dict[str, Any], *, has_any_data: bool, endpoint: str) -> s
     )
     content = render_content(data, has_any_data=has_any_data, endpoint=endpoint)
     names = data["services"]["services"]
-    picks = [("", "customers"), ("all", "all services"), *((n, n) for n in names)]
+    picks = [("", "where customers arrive"), ("all", "all services"), *((n, n) for n in names)]
     service_links = "".join(
         f'<a href="?window={_e(current)}{"&amp;service=" + _e(value) if value else ""}"'
         f"{_ON if value == service else ''}>{_e(label)}</a>"

@@ -259,11 +259,12 @@ def summary(conn: sqlite3.Connection, w: Window) -> dict[str, Any]:
         total = _total(counts)
         frustrated_pct = round(100 * counts["frustrated"] / total)
         tolerating_pct = round(100 * counts["tolerating"] / total)
-        who = "customers with no known segment" if segment == "unknown" else f"{segment} customers"
+        # Requests, said so: a customer retrying five times is five of them (section 9).
+        whose = "requests with no known segment" if segment == "unknown" else f"{segment} requests"
         if frustrated_pct >= 1:
-            text = f"{step} is frustrating {frustrated_pct}% of {who}"
+            text = f"{step}: {frustrated_pct}% of {whose} frustrating"
         else:
-            text = f"{step} keeps {tolerating_pct}% of {who} waiting"
+            text = f"{step}: {tolerating_pct}% of {whose} tolerating"
         text += f" (Apdex {score:.2f}"
         text += f", T = {threshold_text(threshold_ms)})" if threshold_ms else ")"
         headlines.append(
@@ -279,6 +280,7 @@ def summary(conn: sqlite3.Connection, w: Window) -> dict[str, Any]:
         )
     return {
         "window": w.label,
+        "unit": "requests",
         "requests": _counts(**overall),
         "browser": _counts(**browser_overall),
         "headlines": headlines,
@@ -330,12 +332,17 @@ def funnel(conn: sqlite3.Connection, w: Window) -> dict[str, Any]:
     steps = _steps(conn)
     conversions: dict[Key, tuple[float, float, str]] = {}
     source, params = _source("conversions", w)
-    for segment, journey, step, count, value, currency in conn.execute(
-        "SELECT segment, journey, step, sum(count), sum(value), max(currency)"  # noqa: S608
-        f" FROM {source} GROUP BY segment, journey, step",
+    for segment, journey, step, count, value, metric_value, metric_values, currency in conn.execute(
+        "SELECT segment, journey, step, sum(count), sum(value), sum(metric_value),"  # noqa: S608
+        f" sum(metric_values), max(currency) FROM {source} GROUP BY segment, journey, step",
         params,
     ):
-        conversions[(segment, journey, step)] = (count, value, currency)
+        # The cx.conversion.value counter where it reported (exact); else sampled spans'.
+        conversions[(segment, journey, step)] = (
+            count,
+            metric_value if metric_values else value,
+            currency,
+        )
     journeys: dict[str, set[str]] = defaultdict(set)
     segments: dict[str, set[str]] = defaultdict(set)
     for segment, journey, step in (*server, *conversions):
@@ -380,7 +387,7 @@ def funnel(conn: sqlite3.Connection, w: Window) -> dict[str, Any]:
                 }
             )
         result.append({"journey": journey, "steps": ordered, "segments": per_segment})
-    return {"window": w.label, "journeys": result}
+    return {"window": w.label, "unit": "requests", "journeys": result}
 
 
 def _span_groups(conn: sqlite3.Connection, w: Window, table: str) -> list[tuple[Any, ...]]:

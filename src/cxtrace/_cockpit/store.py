@@ -7,7 +7,11 @@ thousand rows, and every page reads only buckets.
 
     requests     (minute, service, segment, journey, step, satisfaction) -> count
     page_loads   same, for the browser's cx.page_loads (section 10)
-    conversions  (minute, service, segment, journey, step) -> count, value, currency
+    conversions  (minute, service, segment, journey, step) -> count, value (from spans),
+                 metric_value (from the cx.conversion.value counter), currency
+    visit_counts (minute, service, segment, journey, step, kind, detail) -> count: the
+                 cx.visit* counters (section 12); kind visits | steps | frustrations |
+                 conversions | converted_steps, detail the reason or "true" / "false"
     span_stats   (minute, service, segment, journey, step, satisfaction, reason)
                  -> spans, total and max duration; page_load_stats for the browser
     examples     a bounded number of recent spans per (source, segment, journey, step,
@@ -37,7 +41,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Final, Union
 
-from cxtrace._cockpit.decode import BROWSER, CX_CONVERSIONS, CX_PAGE_LOADS, CounterPoint, SpanSample
+from cxtrace._cockpit.decode import (
+    BROWSER,
+    CX_CONVERSION_VALUE_SUM,
+    CX_CONVERSIONS,
+    CX_PAGE_LOADS,
+    VISIT_METRICS,
+    CounterPoint,
+    SpanSample,
+)
 
 __all__ = ["HOURLY", "SCHEMA_VERSION", "SchemaError", "Store", "StoreClosedError"]
 
@@ -175,10 +187,37 @@ _MIGRATIONS: Final[tuple[str, ...]] = (
         seen_ns INTEGER NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 5: customers, not requests (design.md section 12): the visit counters, and conversion
+    # values from the cx.conversion.value counter (exact whatever the sampler kept)
+    """
+    CREATE TABLE visit_counts (
+        minute INTEGER NOT NULL, service TEXT NOT NULL, segment TEXT NOT NULL,
+        journey TEXT NOT NULL, step TEXT NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL,
+        count REAL NOT NULL,
+        PRIMARY KEY (minute, service, segment, journey, step, kind, detail)
+    ) WITHOUT ROWID;
+    CREATE TABLE visit_counts_hourly (
+        minute INTEGER NOT NULL, service TEXT NOT NULL, segment TEXT NOT NULL,
+        journey TEXT NOT NULL, step TEXT NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL,
+        count REAL NOT NULL,
+        PRIMARY KEY (minute, service, segment, journey, step, kind, detail)
+    ) WITHOUT ROWID;
+    ALTER TABLE conversions ADD COLUMN metric_value REAL NOT NULL DEFAULT 0;
+    ALTER TABLE conversions ADD COLUMN metric_values INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE conversions_hourly ADD COLUMN metric_value REAL NOT NULL DEFAULT 0;
+    ALTER TABLE conversions_hourly ADD COLUMN metric_values INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 
-_BUCKET_TABLES: Final = ("requests", "page_loads", "conversions", "span_stats", "page_load_stats")
+_BUCKET_TABLES: Final = (
+    "requests",
+    "page_loads",
+    "conversions",
+    "span_stats",
+    "page_load_stats",
+    "visit_counts",
+)
 # Every bucket table has an ``_hourly`` twin: same columns, ``minute`` the hour's first.
 HOURLY: Final = "_hourly"
 _ALL_BUCKET_TABLES: Final = tuple(t + suffix for t in _BUCKET_TABLES for suffix in ("", HOURLY))
@@ -210,6 +249,25 @@ _ADD_CONVERSION_VALUE: Final = {
     f" ON CONFLICT ({_CONVERSION_KEY}) DO UPDATE SET value = value + excluded.value,"
     " currency = CASE WHEN excluded.currency = '' THEN currency ELSE excluded.currency END"
     for table in ("conversions", "conversions_hourly")
+}
+
+
+# cx.conversion.value: metric_values counts the points that added, so a reader can tell a
+# value the counter reported (exact) from one taken from sampled spans.
+_ADD_METRIC_VALUE: Final = {
+    table: f"INSERT INTO {table} ({_CONVERSION_KEY}, metric_value, metric_values, currency)"  # noqa: S608
+    " VALUES (?, ?, ?, ?, ?, ?, 1, ?)"
+    f" ON CONFLICT ({_CONVERSION_KEY}) DO UPDATE"
+    " SET metric_value = metric_value + excluded.metric_value,"
+    " metric_values = metric_values + 1,"
+    " currency = CASE WHEN excluded.currency = '' THEN currency ELSE excluded.currency END"
+    for table in ("conversions", "conversions_hourly")
+}
+_VISIT_KEY: Final = "minute, service, segment, journey, step, kind, detail"
+_ADD_VISITS: Final = {
+    table: f"INSERT INTO {table} ({_VISIT_KEY}, count) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
+    f" ON CONFLICT ({_VISIT_KEY}) DO UPDATE SET count = count + excluded.count"
+    for table in ("visit_counts", "visit_counts_hourly")
 }
 
 
@@ -334,6 +392,19 @@ class Store:
                 for at, suffix in ((minute, ""), (minute - minute % 60, HOURLY)):
                     if point.metric == CX_CONVERSIONS:
                         conn.execute(_ADD_CONVERSIONS["conversions" + suffix], (at, *key, amount))
+                        continue
+                    if point.metric == CX_CONVERSION_VALUE_SUM:
+                        conn.execute(
+                            _ADD_METRIC_VALUE["conversions" + suffix],
+                            (at, *key, amount, point.detail),
+                        )
+                        continue
+                    kind = VISIT_METRICS.get(point.metric)
+                    if kind is not None:
+                        conn.execute(
+                            _ADD_VISITS["visit_counts" + suffix],
+                            (at, *key, kind, point.detail, amount),
+                        )
                         continue
                     table = "page_loads" if point.metric == CX_PAGE_LOADS else "requests"
                     conn.execute(_ADD_COUNT[table + suffix], (at, *key, point.satisfaction, amount))

@@ -2,10 +2,12 @@
 
     GET /                       the page (``?window=15m``; ``&fragment=1``: only the views)
     GET /static/<file>          the page's CSS and JS, from the package
-    GET /api/summary|grid|funnel|reasons|slowest|timeline|services?window=15m&service=
+    GET /api/summary|grid|funnel|costs|reasons|slowest|timeline|services?window=15m&service=
     GET /api/health             schema version, rows per table, payloads accepted/refused
 
-The page and the API call the same functions of ``queries``.
+The page and the API call the same functions of ``queries`` and ``customers``; ``summary``
+and ``funnel`` speak in customers where visit counts are in the window (design.md section 12),
+in requests otherwise, and say which in ``unit``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any, Callable, Final
 from urllib.parse import parse_qs, urlsplit
 
-from cxtrace._cockpit import queries
+from cxtrace._cockpit import customers, queries
 from cxtrace._cockpit.page import render_content, render_page
 from cxtrace._cockpit.store import SCHEMA_VERSION
 
@@ -32,10 +34,43 @@ __all__ = ["ALL_SERVICES", "page_handler", "scope", "views"]
 _log = logging.getLogger(__name__)
 
 _STATIC: Final = {"cockpit.css": "text/css", "cockpit.js": "text/javascript"}
+
+
+def summary(conn: sqlite3.Connection, w: queries.Window) -> dict[str, Any]:
+    """Totals and the headline: in customers and money where visit counts are in the window,
+    else in requests (design.md section 9: never "customers" for a count of requests)."""
+    data = queries.summary(conn, w)
+    if customers.has_visits(conn, w):
+        data["unit"] = "customers"
+        data["request_headlines"] = data["headlines"]
+        data["headlines"] = customers.headlines(conn, w)
+    return data
+
+
+def funnel(conn: sqlite3.Connection, w: queries.Window) -> dict[str, Any]:
+    """The customer funnel where visit counts are in the window, else the request funnel."""
+    if customers.has_visits(conn, w):
+        return customers.customer_funnel(conn, w)
+    return queries.funnel(conn, w)
+
+
+def costs(conn: sqlite3.Connection, w: queries.Window) -> dict[str, Any]:
+    if customers.has_visits(conn, w):
+        return customers.costs(conn, w)
+    return {
+        "window": w.label,
+        "unit": "requests",
+        "rows": [],
+        "note": "no visit counts in this window: turn visits on (CXTRACE_VISITS=cookie) to see "
+        "what frustration costs in customers and conversions",
+    }
+
+
 _VIEWS: Final[dict[str, Callable[[sqlite3.Connection, queries.Window], dict[str, Any]]]] = {
-    "summary": queries.summary,
+    "summary": summary,
     "grid": queries.grid,
-    "funnel": queries.funnel,
+    "funnel": funnel,
+    "costs": costs,
     "reasons": queries.reasons,
     "slowest": queries.slowest,
     "timeline": queries.timeline,
