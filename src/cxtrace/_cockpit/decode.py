@@ -7,9 +7,11 @@ Pure functions: no I/O, no SQLite. What the cockpit keeps of a payload:
   cumulative or delta, as a ``CounterPoint`` naming its series (resource + scope + metric +
   point attributes; the start time is compared by the store to detect restarts);
 - every span that carries ``cx.satisfaction`` (a server span finished by cxtrace, or a
-  ``browser.page_load`` span from real-user monitoring) as a ``SpanSample``.
+  ``browser.page_load`` span from real-user monitoring) as a ``SpanSample``;
+- every span, of any kind and any service, as a ``TraceSpan`` for the trace view (its
+  attributes bounded: at most ``MAX_ATTRIBUTES``, values cut at ``MAX_VALUE_CHARS``).
 
-Everything else (other metrics, client and internal spans) is accepted and dropped.
+Everything else (other metrics) is accepted and dropped.
 """
 
 from __future__ import annotations
@@ -30,9 +32,11 @@ __all__ = [
     "VISIT_METRICS",
     "CounterPoint",
     "SpanSample",
+    "TraceSpan",
     "counter_points",
     "span_samples",
     "step_label",
+    "trace_spans",
 ]
 
 # Metric and attribute names of design.md sections 4 and 10.
@@ -49,6 +53,9 @@ VISIT_METRICS: Final = {
     "cx.visit.converted_steps": "converted_steps",
 }
 CX_VISIT_FRUSTRATED: Final = "cx.visit.frustrated"
+CX_VISIT_ID: Final = "cx.visit.id"
+MAX_ATTRIBUTES: Final = 64
+MAX_VALUE_CHARS: Final = 512
 BROWSER_PAGE_LOAD: Final = "browser.page_load"
 CX_SEGMENT: Final = "cx.segment"
 CX_JOURNEY: Final = "cx.journey"
@@ -156,6 +163,15 @@ def _attributes(pairs: Any) -> dict[str, object]:
     return {pair.key: _any_value(pair.value) for pair in pairs}
 
 
+def _service(resource: Any) -> str:
+    """``service.name`` of a resource's attributes (the last one, if repeated)."""
+    service = UNKNOWN_SERVICE
+    for pair in resource:
+        if pair.key == SERVICE_NAME:
+            service = _label(_any_value(pair.value), UNKNOWN_SERVICE)
+    return service
+
+
 def _series_key(metric: str, origin: str, attributes: dict[str, object]) -> str:
     """A short digest of everything that identifies one stream of points.
 
@@ -197,10 +213,7 @@ def counter_points(request: metrics_service_pb2.ExportMetricsServiceRequest) -> 
     records: list[CounterPoint] = []
     for resource_metrics in request.resource_metrics:
         resource = resource_metrics.resource.attributes
-        service = UNKNOWN_SERVICE
-        for pair in resource:
-            if pair.key == SERVICE_NAME:
-                service = _label(_any_value(pair.value), UNKNOWN_SERVICE)
+        service = _service(resource)
         resource_text = json.dumps(_attributes(resource), sort_keys=True, default=str)
         for scope_metrics in resource_metrics.scope_metrics:
             scope = scope_metrics.scope
@@ -282,10 +295,7 @@ def span_samples(request: trace_service_pb2.ExportTraceServiceRequest) -> list[S
     error = trace_pb2.Status.STATUS_CODE_ERROR
     samples: list[SpanSample] = []
     for resource_spans in request.resource_spans:
-        service = UNKNOWN_SERVICE
-        for pair in resource_spans.resource.attributes:
-            if pair.key == SERVICE_NAME:
-                service = _label(_any_value(pair.value), UNKNOWN_SERVICE)
+        service = _service(resource_spans.resource.attributes)
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
                 attrs = _attributes(span.attributes)
@@ -329,3 +339,81 @@ def span_samples(request: trace_service_pb2.ExportTraceServiceRequest) -> list[S
                     )
                 )
     return samples
+
+
+class TraceSpan(NamedTuple):
+    """Any span, as the trace view shows it."""
+
+    trace_id: str
+    span_id: str
+    parent_span_id: str  # "" for a root
+    service: str
+    name: str
+    kind: str  # SERVER, CLIENT, INTERNAL, PRODUCER, CONSUMER, UNSPECIFIED
+    start_ns: int
+    end_ns: int
+    status: str  # OK, ERROR, UNSET
+    status_message: str
+    visit_id: str  # cx.visit.id, else ""
+    satisfaction: str  # cx.satisfaction, else ""
+    attributes: str  # JSON object, bounded
+
+
+_KINDS: Final = {
+    trace_pb2.Span.SPAN_KIND_INTERNAL: "INTERNAL",
+    trace_pb2.Span.SPAN_KIND_SERVER: "SERVER",
+    trace_pb2.Span.SPAN_KIND_CLIENT: "CLIENT",
+    trace_pb2.Span.SPAN_KIND_PRODUCER: "PRODUCER",
+    trace_pb2.Span.SPAN_KIND_CONSUMER: "CONSUMER",
+}
+_STATUSES: Final = {
+    trace_pb2.Status.STATUS_CODE_OK: "OK",
+    trace_pb2.Status.STATUS_CODE_ERROR: "ERROR",
+}
+
+
+def _bounded(value: object) -> object:
+    if isinstance(value, str):
+        return value[:MAX_VALUE_CHARS]
+    if isinstance(value, (bool, int, float)) or value is None:
+        return value
+    return json.dumps(value, default=str)[:MAX_VALUE_CHARS]
+
+
+def trace_spans(request: trace_service_pb2.ExportTraceServiceRequest) -> list[TraceSpan]:
+    """Every span of ``request`` with a trace and span id, for the trace view."""
+    spans: list[TraceSpan] = []
+    for resource_spans in request.resource_spans:
+        service = _service(resource_spans.resource.attributes)
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                if len(span.trace_id) != 16 or len(span.span_id) != 8:
+                    continue
+                if not 0 < span.start_time_unix_nano <= span.end_time_unix_nano < _MAX_TIME_NS:
+                    continue
+                attrs = _attributes(span.attributes)
+                kept = {
+                    k[:_MAX_LABEL]: _bounded(v) for k, v in list(attrs.items())[:MAX_ATTRIBUTES]
+                }
+                visit = attrs.get(CX_VISIT_ID)
+                satisfaction = attrs.get(CX_SATISFACTION)
+                spans.append(
+                    TraceSpan(
+                        trace_id=span.trace_id.hex(),
+                        span_id=span.span_id.hex(),
+                        parent_span_id=span.parent_span_id.hex()
+                        if len(span.parent_span_id) == 8
+                        else "",
+                        service=service,
+                        name=_label(span.name, "(unnamed)"),
+                        kind=_KINDS.get(span.kind, "UNSPECIFIED"),
+                        start_ns=span.start_time_unix_nano,
+                        end_ns=span.end_time_unix_nano,
+                        status=_STATUSES.get(span.status.code, "UNSET"),
+                        status_message=span.status.message[:MAX_VALUE_CHARS],
+                        visit_id=visit if isinstance(visit, str) and len(visit) == 32 else "",
+                        satisfaction=satisfaction if satisfaction in SATISFACTIONS else "",
+                        attributes=json.dumps(kept, sort_keys=True),
+                    )
+                )
+    return spans

@@ -14,7 +14,7 @@ from typing import Any, Callable, Final, Optional
 
 from cxtrace._cockpit.queries import WINDOWS, threshold_text
 
-__all__ = ["render_content", "render_page"]
+__all__ = ["render_content", "render_page", "render_trace"]
 
 # Okabe-Ito colours: told apart by colour-blind readers too.
 _LINE_COLOURS: Final = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9")
@@ -423,13 +423,84 @@ def _reasons(reasons: dict[str, Any]) -> str:
     )
 
 
+def _trace_link(trace_id: str, title: str) -> str:
+    return (
+        f'<a href="/trace/{_e(trace_id)}"><code class="trace" data-trace-id="{_e(trace_id)}" '
+        f'title="{_e(title)}">{_e(trace_id[:12])}…</code></a>'
+    )
+
+
 def _trace_ids(examples: list[dict[str, Any]]) -> str:
     return " ".join(
-        f'<code class="trace" data-trace-id="{_e(x["trace_id"])}" '
-        f'title="trace {_e(x["trace_id"])} · {x["duration_ms"]:,.0f} ms'
-        f'{" · HTTP " + str(x["http_status"]) if x["http_status"] else ""} (click to copy)">'
-        f"{_e(x['trace_id'][:12])}…</code>"
+        _trace_link(
+            x["trace_id"],
+            f"trace {x['trace_id']} · {x['duration_ms']:,.0f} ms"
+            + (f" · HTTP {x['http_status']}" if x["http_status"] else "")
+            + " (open its spans)",
+        )
         for x in examples
+    )
+
+
+def _visits(visits: Optional[dict[str, Any]]) -> str:
+    """Example visits of frustrated customers: each one customer's requests in order."""
+    if not visits or not visits["visits"]:
+        return ""
+    where = " · ".join(v for v in (visits["segment"], visits["step"]) if v)
+    blocks = []
+    for visit in visits["visits"]:
+        rows = "".join(
+            f'<tr class="v-{_e(r["satisfaction"])}"><td class="num">'
+            f"{time.strftime('%H:%M:%S', time.localtime(r['time_ns'] / 1e9))}</td>"
+            f"<td>{_e(r['step'] or r['name'])}<small>{_e(r['service'])}</small></td>"
+            f"<td>{_e(r['satisfaction'])}{' (' + _e(r['reason']) + ')' if r['reason'] else ''}"
+            f'</td><td class="num">{r["duration_ms"]:,.0f} ms</td>'
+            f"<td>{_trace_link(r['trace_id'], 'trace ' + r['trace_id'] + ' (open its spans)')}"
+            "</td></tr>"
+            for r in visit["requests"]
+        )
+        blocks.append(
+            f'<table class="visit steps" data-visit-id="{_e(visit["visit_id"])}">'
+            f"<caption>visit {_e(visit['visit_id'][:12])}…</caption><tbody>{rows}</tbody></table>"
+        )
+    return (
+        f'<section class="card" id="visits"><h2>Frustrated customers: {_e(where)}</h2>'
+        f'<p class="hint">one customer\'s requests in order, per visit; {_e(visits["note"])}</p>'
+        f"{''.join(blocks)}</section>"
+    )
+
+
+def render_trace(trace: dict[str, Any]) -> str:
+    """One trace as a waterfall: a bar per span on a shared time axis, its attributes below."""
+    total = trace["duration_ms"] or 1.0
+    rows = []
+    for span in trace["spans"]:
+        left = 100 * span["offset_ms"] / total
+        width = max(0.3, 100 * span["duration_ms"] / total)
+        attrs = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in span["attributes"])
+        status = "" if span["status"] == "UNSET" else f" · {_e(span['status'])}"
+        rows.append(
+            f'<details class="span k-{_e(span["kind"].lower())}" '
+            f'data-span-id="{_e(span["span_id"])}" style="--depth:{span["depth"]}"><summary>'
+            f'<span class="sname">{_e(span["name"])}<small>{_e(span["service"])} · '
+            f"{_e(span['kind'].lower())}{status}</small></span>"
+            f'<span class="lane"><span class="sbar{" err" if span["status"] == "ERROR" else ""}"'
+            f' style="left:{left:.2f}%;width:{min(width, 100 - left):.2f}%"></span></span>'
+            f'<span class="num">{span["duration_ms"]:,.1f} ms</span></summary>'
+            f'<table class="attrs">{attrs}</table></details>'
+        )
+    note = f'<p class="note">{_e(trace["note"])}</p>' if trace["note"] else ""
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>trace {_e(trace['trace_id'][:12])} · cxtrace</title>"
+        '<link rel="stylesheet" href="/static/cockpit.css"><link rel="icon" href="data:,">'
+        f'</head><body><header><h1><a href="/">Customer Experience Cockpit</a></h1></header>'
+        f'<main><section class="card trace-view" data-trace-id="{_e(trace["trace_id"])}">'
+        f"<h2>Trace {_e(trace['trace_id'])}</h2>"
+        f'<p class="hint">{len(trace["spans"])} spans from {_e(", ".join(trace["services"]))}'
+        f" over {trace['duration_ms']:,.1f} ms; click a span for its attributes</p>"
+        f"{note}{''.join(rows)}</section></main></body></html>"
     )
 
 
@@ -552,6 +623,7 @@ def render_content(data: dict[str, Any], *, has_any_data: bool, endpoint: str) -
     return (
         _headline(summary, data["services"], data["funnel"])
         + _costs(data["costs"])
+        + _visits(data.get("visits"))
         + _grid(data["grid"])
         + '<div class="cols">'
         + _funnel(data["funnel"])

@@ -35,7 +35,7 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-from cxtrace._cockpit.decode import counter_points, span_samples
+from cxtrace._cockpit.decode import counter_points, span_samples, trace_spans
 from cxtrace._cockpit.store import Store, StoreClosedError
 
 __all__ = [
@@ -90,6 +90,7 @@ class Ingest:
                 traces = trace_service_pb2.ExportTraceServiceRequest()
                 traces.ParseFromString(raw)
                 self.store.add_spans(span_samples(traces))
+                self.store.add_trace_spans(trace_spans(traces))
                 response: bytes = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
             elif signal == METRICS:
                 metrics = metrics_service_pb2.ExportMetricsServiceRequest()

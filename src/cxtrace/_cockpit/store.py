@@ -16,6 +16,8 @@ thousand rows, and every page reads only buckets.
                  -> spans, total and max duration; page_load_stats for the browser
     examples     a bounded number of recent spans per (source, segment, journey, step,
                  satisfaction, reason): trace id, duration, status
+    spans        the newest spans of every kind and service (at most MAX_TRACE_SPANS):
+                 the trace view and the example visits (by cx.visit.id)
     steps        (journey, step) -> position in the journey, Apdex T (server and browser)
     series       cumulative series -> start time, last value, last seen
     *_hourly     each bucket table again, per hour, for windows of a day and more
@@ -49,6 +51,7 @@ from cxtrace._cockpit.decode import (
     VISIT_METRICS,
     CounterPoint,
     SpanSample,
+    TraceSpan,
 )
 
 __all__ = ["HOURLY", "SCHEMA_VERSION", "SchemaError", "Store", "StoreClosedError"]
@@ -58,6 +61,8 @@ _log = logging.getLogger(__name__)
 MINUTE_NS: Final = 60 * 10**9
 # Recent examples kept per (source, segment, journey, step, satisfaction, reason).
 EXAMPLES_PER_GROUP: Final = 10
+# Spans kept for the trace view, the newest; older ones go first (and all past retention).
+MAX_TRACE_SPANS: Final = 200_000
 
 # Each entry moves the schema from version i to i + 1. Never edit a released entry: add one.
 _MIGRATIONS: Final[tuple[str, ...]] = (
@@ -206,6 +211,16 @@ _MIGRATIONS: Final[tuple[str, ...]] = (
     ALTER TABLE conversions ADD COLUMN metric_values INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE conversions_hourly ADD COLUMN metric_value REAL NOT NULL DEFAULT 0;
     ALTER TABLE conversions_hourly ADD COLUMN metric_values INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE spans (
+        id INTEGER PRIMARY KEY, trace_id TEXT NOT NULL, span_id TEXT NOT NULL,
+        parent_span_id TEXT NOT NULL, service TEXT NOT NULL, name TEXT NOT NULL,
+        kind TEXT NOT NULL, start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL,
+        status TEXT NOT NULL, status_message TEXT NOT NULL, visit_id TEXT NOT NULL,
+        satisfaction TEXT NOT NULL, attributes TEXT NOT NULL
+    );
+    CREATE INDEX spans_trace ON spans (trace_id);
+    CREATE INDEX spans_visit ON spans (visit_id, start_ns) WHERE visit_id != '';
+    CREATE INDEX spans_end ON spans (end_ns);
     """,
 )
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
@@ -508,6 +523,20 @@ class Store:
                 )
         return len(samples)
 
+    def add_trace_spans(self, spans: Sequence[TraceSpan], *, keep: int = MAX_TRACE_SPANS) -> int:
+        """Keep spans for the trace view, at most ``keep`` of them (the newest)."""
+        if not spans:
+            return 0
+        with self._transaction() as conn:
+            conn.executemany(
+                "INSERT INTO spans (trace_id, span_id, parent_span_id, service, name, kind,"
+                " start_ns, end_ns, status, status_message, visit_id, satisfaction, attributes)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                spans,
+            )
+            conn.execute("DELETE FROM spans WHERE id <= (SELECT max(id) FROM spans) - ?", (keep,))
+        return len(spans)
+
     @staticmethod
     def _note_step(conn: sqlite3.Connection, s: SpanSample) -> None:
         server_t = 0 if s.source == BROWSER else s.threshold_ms
@@ -544,6 +573,7 @@ class Store:
                     (cutoff_minute - cutoff_minute % 60,),
                 ).rowcount
             deleted += conn.execute("DELETE FROM examples WHERE end_ns < ?", (cutoff_ns,)).rowcount
+            deleted += conn.execute("DELETE FROM spans WHERE end_ns < ?", (cutoff_ns,)).rowcount
             deleted += conn.execute("DELETE FROM series WHERE seen_ns < ?", (cutoff_ns,)).rowcount
             deleted += conn.execute("DELETE FROM steps WHERE seen_ns < ?", (cutoff_ns,)).rowcount
             deleted += conn.execute("DELETE FROM services WHERE seen_ns < ?", (cutoff_ns,)).rowcount
@@ -554,5 +584,12 @@ class Store:
         with self.reader() as conn:
             return {
                 table: int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608
-                for table in (*_ALL_BUCKET_TABLES, "examples", "series", "steps", "services")
+                for table in (
+                    *_ALL_BUCKET_TABLES,
+                    "examples",
+                    "series",
+                    "steps",
+                    "services",
+                    "spans",
+                )
             }

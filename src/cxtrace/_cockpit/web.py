@@ -3,6 +3,9 @@
     GET /                       the page (``?window=15m``; ``&fragment=1``: only the views)
     GET /static/<file>          the page's CSS and JS, from the package
     GET /api/summary|grid|funnel|costs|reasons|slowest|timeline|services?window=15m&service=
+    GET /api/visits?window=&segment=&journey=&step=   visits of frustrated customers
+    GET /api/traces/<trace_id>  one trace's spans from every service (404: none received)
+    GET /trace/<trace_id>       the same as a waterfall page
     GET /api/health             schema version, rows per table, payloads accepted/refused
 
 The page and the API call the same functions of ``queries`` and ``customers``; ``summary``
@@ -20,8 +23,8 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any, Callable, Final
 from urllib.parse import parse_qs, urlsplit
 
-from cxtrace._cockpit import customers, queries
-from cxtrace._cockpit.page import render_content, render_page
+from cxtrace._cockpit import customers, queries, traces
+from cxtrace._cockpit.page import render_content, render_page, render_trace
 from cxtrace._cockpit.store import SCHEMA_VERSION
 
 if TYPE_CHECKING:
@@ -92,7 +95,20 @@ def views(conn: sqlite3.Connection, w: queries.Window) -> dict[str, Any]:
     """Every view for one window (what the page renders)."""
     data: dict[str, Any] = {name: view(conn, w) for name, view in _VIEWS.items()}
     data["window"] = w.label
+    # Example visits for the costliest slice the headline names.
+    top = data["summary"]["headlines"][0] if data["summary"]["unit"] == "customers" else None
+    data["visits"] = (
+        traces.visits(conn, w, segment=top["segment"], journey=top["journey"], step=top["step"])
+        if top
+        else None
+    )
     return data
+
+
+def visits(conn: sqlite3.Connection, w: queries.Window, query: dict[str, str]) -> dict[str, Any]:
+    return traces.visits(
+        conn, w, segment=query.get("segment"), journey=query.get("journey"), step=query.get("step")
+    )
 
 
 def scope(conn: sqlite3.Connection, w: queries.Window, service: str) -> queries.Window:
@@ -146,7 +162,10 @@ def page_handler(cockpit: Cockpit) -> type[BaseHTTPRequestHandler]:
             if path == "/api/health":
                 self._json(200, self._health())
                 return
-            if path not in ("/", "/index.html") and not (
+            if path.startswith(("/api/traces/", "/trace/")):
+                self._trace(path.rsplit("/", 1)[1], page=path.startswith("/trace/"))
+                return
+            if path not in ("/", "/index.html", "/api/visits") and not (
                 path.startswith("/api/") and path[5:] in _VIEWS
             ):
                 self._send(404, b"not found\n", "text/plain")
@@ -162,6 +181,9 @@ def page_handler(cockpit: Cockpit) -> type[BaseHTTPRequestHandler]:
             store = cockpit.store
             with store.reader() as conn:
                 w = scope(conn, w, query.get("service", ""))
+                if path == "/api/visits":
+                    self._json(200, visits(conn, w, query))
+                    return
                 if path.startswith("/api/"):
                     self._json(200, _VIEWS[path[5:]](conn, w))
                     return
@@ -171,6 +193,32 @@ def page_handler(cockpit: Cockpit) -> type[BaseHTTPRequestHandler]:
             render = render_content if query.get("fragment") else render_page
             html = render(data, has_any_data=has_any, endpoint=cockpit.otlp_http_endpoint)
             self._send(200, html.encode(), "text/html; charset=utf-8")
+
+        def _trace(self, trace_id: str, *, page: bool) -> None:
+            trace_id = trace_id.lower()
+            if not traces.TRACE_ID.fullmatch(trace_id):
+                error = f"trace id {trace_id[:64]!r}: expected 32 hexadecimal digits"
+                if page:
+                    self._send(400, f"{error}\n".encode(), "text/plain")
+                else:
+                    self._json(400, {"error": error})
+                return
+            with cockpit.store.reader() as conn:
+                found = traces.trace(conn, trace_id)
+            if found is None:
+                error = (
+                    f"no span of trace {trace_id} was received (or it is older than the "
+                    "retention, or was sampled away)"
+                )
+                if page:
+                    self._send(404, f"{error}\n".encode(), "text/plain")
+                else:
+                    self._json(404, {"error": error})
+                return
+            if page:
+                self._send(200, render_trace(found).encode(), "text/html; charset=utf-8")
+            else:
+                self._json(200, found)
 
         def _health(self) -> dict[str, Any]:
             store = cockpit.store

@@ -1,5 +1,5 @@
-// Refreshes the cockpit's views every few seconds without reloading the page, and copies
-// a trace id when it is clicked. No library: the charts are rendered by the server.
+// Refreshes the cockpit's views every few seconds without reloading the page. No library:
+// the charts are rendered by the server; a trace id is a link to its spans (/trace/<id>).
 (function () {
   "use strict";
   var REFRESH_MS = 5000;
