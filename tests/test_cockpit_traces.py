@@ -74,7 +74,8 @@ def storefront(backend: str) -> Flask:
 def shopped(
     cockpit: Cockpit, instrument: Any, serve: Callable[[Any], str], journeys_file: str
 ) -> tuple[Cockpit, str]:
-    """One customer viewed a product (two services) and was frustrated at checkout."""
+    """A free customer viewed a product and left content; then a pro customer viewed a
+    product (two services) and was frustrated at checkout."""
     import django_server  # noqa: PLC0415 - sets Django up
 
     class Target:
@@ -92,6 +93,8 @@ def shopped(
         },
     )
     shop = serve(storefront(serve(django_server.WSGI_APP)))
+    with requests.Session() as content:
+        assert content.get(f"{shop}/products/2", headers={"X-Customer-Tier": "free"}).ok
     with requests.Session() as browser:
         tier = {"X-Customer-Tier": "pro"}
         assert browser.get(f"{shop}/products/4", headers=tier).text == "product 4"
@@ -152,8 +155,10 @@ def test_a_frustrated_customers_visit_lists_its_requests_in_order(
     assert visit["requests"][2]["duration_ms"] >= 200
     times = [r["time_ns"] for r in visit["requests"]]
     assert times == sorted(times)
+    # The free customer's visit had no frustrated request: not listed, with or without a slice.
     status, none = get(cockpit, "/api/visits?window=15m&segment=free")
     assert (status, none["visits"]) == (200, [])
+    assert len(get(cockpit, "/api/visits?window=15m")[1]["visits"]) == 1
 
 
 def test_the_trace_page_is_a_waterfall(shopped: tuple[Cockpit, str], page: Any) -> None:
