@@ -266,3 +266,30 @@ def test_without_visits_no_text_calls_a_request_count_customers(
     for phrase in NOT_COUNTS:
         text = text.replace(phrase, "")
     assert not re.findall(r"[^\n]*customer[^\n]*", text, flags=re.IGNORECASE)
+
+
+@pytest.mark.parametrize(("width", "height"), [(1400, 900), (390, 844)], ids=["desktop", "phone"])
+def test_the_page_fits_a_desktop_and_a_phone(
+    crowd_seen: Cockpit, page: Any, width: int, height: int, tmp_path: Path
+) -> None:
+    page.set_viewport_size({"width": width, "height": height})
+    page.goto(crowd_seen.page_url + "?window=15m")
+    # Nothing wider than the screen: wide tables scroll inside their card, not the page.
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    wide = page.evaluate(
+        """() => [...document.querySelectorAll('body *')]
+        .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1)
+        .filter(e => !e.closest('.scroll'))
+        .slice(0, 8).map(e => e.tagName + '.' + e.className + '#' + e.id + ' '
+        + Math.round(e.getBoundingClientRect().right))"""
+    )
+    assert overflow <= 0, f"the page is {overflow} px wider than a {width} px screen: {wide}"
+    for section in ("#summary", "#costs", "#funnel", "#visits"):
+        box = page.locator(section).bounding_box()
+        assert box is not None, section
+        assert box["x"] >= 0
+        assert box["x"] + box["width"] <= width + 1, section
+    headline = page.locator("#summary li.headline").first
+    assert headline.is_visible()
+    assert headline.bounding_box()["width"] <= width  # type: ignore[index]
+    page.screenshot(path=str(tmp_path / f"cockpit-{width}.png"), full_page=True)

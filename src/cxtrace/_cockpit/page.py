@@ -251,10 +251,10 @@ def _funnel_tables(funnel: dict[str, Any], cell: Callable[[dict[str, Any], int, 
         ]
         totals = "".join(_converted(s) for s in segments)
         parts.append(
-            f'<h3>{_e(journey["journey"])}</h3><table class="funnel" '
+            f'<h3>{_e(journey["journey"])}</h3><div class="scroll"><table class="funnel" '
             f'data-unit="{_e(funnel["unit"])}" data-journey="{_e(journey["journey"])}">'
             f"<thead><tr><th>step</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody>"
-            f"<tfoot><tr><th>converted</th>{totals}</tr></tfoot></table>"
+            f"<tfoot><tr><th>converted</th>{totals}</tr></tfoot></table></div>"
         )
     return "".join(parts)
 
@@ -325,9 +325,10 @@ def _costs(costs: dict[str, Any]) -> str:
                 f'<td class="num">{lost_text}</td><td class="num">{_e(value_text)}</td></tr>'
             )
         body = (
-            '<table class="costs"><thead><tr><th>step</th><th>frustrated customers</th>'
-            "<th>converted, frustrated</th><th>converted, others</th><th>conversions lost</th>"
-            f"<th>value lost</th></tr></thead><tbody>{''.join(items)}</tbody></table>"
+            '<div class="scroll"><table class="costs"><thead><tr><th>step</th>'
+            "<th>frustrated customers</th><th>converted, frustrated</th>"
+            "<th>converted, others</th><th>conversions lost</th><th>value lost</th></tr>"
+            f"</thead><tbody>{''.join(items)}</tbody></table></div>"
         )
     return (
         '<section class="card" id="costs"><h2>What frustration costs</h2>'
@@ -411,8 +412,9 @@ def _reasons(reasons: dict[str, Any]) -> str:
                 f'<td class="num">{r["tolerating"]:,}</td></tr>'
             )
         body = (
-            '<table class="reasons"><thead><tr><th></th><th></th><th>error</th><th>slow</th>'
-            f"<th>tolerating</th></tr></thead><tbody>{''.join(items)}</tbody></table>"
+            '<div class="scroll"><table class="reasons"><thead><tr><th></th><th></th>'
+            "<th>error</th><th>slow</th><th>tolerating</th></tr></thead>"
+            f"<tbody>{''.join(items)}</tbody></table></div>"
         )
     return (
         '<section class="card" id="reasons"><h2>Why requests frustrate</h2>'
@@ -460,8 +462,9 @@ def _visits(visits: Optional[dict[str, Any]]) -> str:
             for r in visit["requests"]
         )
         blocks.append(
-            f'<table class="visit steps" data-visit-id="{_e(visit["visit_id"])}">'
-            f"<caption>visit {_e(visit['visit_id'][:12])}…</caption><tbody>{rows}</tbody></table>"
+            f'<div class="scroll"><table class="visit steps" '
+            f'data-visit-id="{_e(visit["visit_id"])}"><caption>visit '
+            f"{_e(visit['visit_id'][:12])}…</caption><tbody>{rows}</tbody></table></div>"
         )
     return (
         f'<section class="card" id="visits"><h2>Frustrated customers: {_e(where)}</h2>'
@@ -517,8 +520,9 @@ def _slowest(slowest: dict[str, Any]) -> str:
             for r in rows
         )
         return (
-            f'<table class="steps {kind}"><thead><tr><th>step</th><th>mean</th><th>max</th>'
-            f"<th>errors</th><th>example traces</th></tr></thead><tbody>{body}</tbody></table>"
+            f'<div class="scroll"><table class="steps {kind}"><thead><tr><th>step</th>'
+            "<th>mean</th><th>max</th><th>errors</th><th>example traces</th></tr></thead>"
+            f"<tbody>{body}</tbody></table></div>"
         )
 
     return (

@@ -98,7 +98,9 @@ def views(conn: sqlite3.Connection, w: queries.Window) -> dict[str, Any]:
     # Example visits for the costliest slice the headline names.
     top = data["summary"]["headlines"][0] if data["summary"]["unit"] == "customers" else None
     data["visits"] = (
-        traces.visits(conn, w, segment=top["segment"], journey=top["journey"], step=top["step"])
+        traces.visits(
+            conn, w, segment=top["segment"], journey=top["journey"], step=top["step"], limit=3
+        )
         if top
         else None
     )
