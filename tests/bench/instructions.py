@@ -9,8 +9,10 @@ PYTHONHASHSEED=0 and address randomisation off (``setarch -R``) repeat runs agre
 few dozen instructions. Needs valgrind; slow (about 50x): keep the counts small.
 
     python tests/bench/instructions.py --framework flask bare floor contrib+metrics cxtrace
+    python tests/bench/instructions.py --framework django cxtrace cxtrace+visits cxtrace+visits-new
 
-Not part of ``nox -s bench``; what a change buys is reported in its commit message.
+The configurations are ``target.py``'s server ones (``--help`` lists them). Not part of
+``nox -s bench``; what a change buys is reported in its commit message.
 """
 
 from __future__ import annotations
@@ -23,8 +25,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from target import BREAKDOWN_CONFIGS, SERVER_CONFIGS  # this directory: sys.path[0]
+
 HERE = Path(__file__).resolve().parent
 TARGET = HERE / "target.py"
+CONFIGS = SERVER_CONFIGS + BREAKDOWN_CONFIGS
 
 
 def instructions(framework: str, config: str, requests: int, warmup: int) -> int:
@@ -59,7 +64,9 @@ def instructions(framework: str, config: str, requests: int, warmup: int) -> int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("configs", nargs="+", help="target.py server configurations")
+    parser.add_argument(
+        "configs", nargs="+", choices=CONFIGS, metavar="CONFIG", help=", ".join(CONFIGS)
+    )
     parser.add_argument("--framework", choices=("flask", "django"), default="flask")
     parser.add_argument("--few", type=int, default=200, help="requests of the first run")
     parser.add_argument("--more", type=int, default=1200, help="requests of the second run")

@@ -5,7 +5,7 @@ Each configuration runs in a fresh process (``target.py``), one after the other,
 hits all of them alike. Timings of all rounds are pooled per configuration; the overhead
 of a configuration is its median (p99) minus bare's median (p99).
 
-    python tests/bench/run.py            # the full run (~8 minutes on 2 cores)
+    python tests/bench/run.py            # the full run (~10 minutes on 2 cores)
     python tests/bench/run.py --quick    # a sanity run (~1.5 minutes)
     python tests/bench/run.py --no-otlp  # without the runs exporting to an OTLP receiver
     python tests/bench/run.py --breakdown --frameworks flask   # where cxtrace's time goes
@@ -41,7 +41,17 @@ ROOT = HERE.parents[1]
 TARGET = HERE / "target.py"
 FRAMEWORKS = ("flask", "django")
 # cxtrace-unsampled: everything cxtrace does but record its span (the floor target's why).
-SERVER_CONFIGS = ("bare", "contrib", "contrib+metrics", "floor", "cxtrace", "cxtrace-unsampled")
+# cxtrace+visits(-new): cxtrace with visits on, a returning customer (or none's cookie).
+VISIT_CONFIGS = ("cxtrace+visits", "cxtrace+visits-new")
+SERVER_CONFIGS = (
+    "bare",
+    "contrib",
+    "contrib+metrics",
+    "floor",
+    "cxtrace",
+    *VISIT_CONFIGS,
+    "cxtrace-unsampled",
+)
 BREAKDOWN_CONFIGS = ("cxtrace-noreader", "cxtrace-neither")
 CLIENT_CONFIGS = ("bare", "contrib", "contrib+metrics", "cxtrace")
 RECEIVER = HERE / "receiver.py"
@@ -67,6 +77,8 @@ PACKAGES = (
 # Targets of issue 7, shown next to the ratios (nothing fails on them).
 TARGET_VS_FLOOR = 1.3
 TARGET_VS_CONTRIB = 0.35
+# Of the visits issue: what visits on add to cxtrace per request, in µs (median).
+TARGET_VISITS_US = 10.0
 # What the cxtrace span of every benchmarked server request carries: checked, so the run
 # measures the path with a matched step and segment, not a fallback.
 EXPECTED_CX = {"cx.segment": "pro", "cx.journey": "purchase", "cx.step": "view_product"}
@@ -78,6 +90,14 @@ DESCRIPTIONS = {
     "cxtrace": "cxtrace: spans + CX (journeys file, segment header) + metrics "
     "(`tests/bench/journeys.toml`: the route is the step `purchase/view_product`, the "
     "segment comes from the `X-Customer-Tier: pro` header)",
+    "cxtrace+visits": "the same cxtrace with visits on (`CXTRACE_VISITS=cookie`), a "
+    "returning customer: every request carries the `cx_visit` cookie a first response set "
+    "(`Cookie: cx_visit=<value>`, as a browser sends it back) and repeats a step the visit "
+    "already reached, so cxtrace reads the cookie, verifies its HMAC, decodes it and "
+    "observes the request, and the state does not change: no `Set-Cookie` (the common path)",
+    "cxtrace+visits-new": "the same cxtrace with visits on, no cookie: every request starts "
+    "a visit (a new random id, the state encoded and signed, `Set-Cookie` and `cx-visit` "
+    "response headers added): the most expensive path",
     "cxtrace-unsampled": "the same cxtrace, its spans not sampled (`ALWAYS_OFF`): all of "
     "cxtrace's work but recording the span",
     # --breakdown only
@@ -357,6 +377,29 @@ def span_table(series: dict[tuple[str, str], Series], frameworks: tuple[str, ...
     return "\n".join(lines)
 
 
+def visits_table(series: dict[tuple[str, str], Series], frameworks: tuple[str, ...]) -> str:
+    """What visits on add to cxtrace: each visit configuration's median minus cxtrace's."""
+    lines = [
+        "| framework | cxtrace median µs | cxtrace+visits median µs "
+        f"| returning customer µs (target < {TARGET_VISITS_US:g}) "
+        "| cxtrace+visits-new median µs "
+        f"| new visit µs (target < {TARGET_VISITS_US:g}) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for fw in frameworks:
+        if not all((fw, c) in series for c in ("cxtrace", *VISIT_CONFIGS)):
+            continue
+        base = series[(fw, "cxtrace")].summary()[0]
+        cells = [f"{base:.1f}"]
+        for config in VISIT_CONFIGS:
+            median = series[(fw, config)].summary()[0]
+            cost = median - base
+            verdict = "met" if cost < TARGET_VISITS_US else "not met"
+            cells += [f"{median:.1f}", f"{cost:.1f} ({verdict})"]
+        lines.append(f"| {fw} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
 def client_verdict(series: dict[tuple[str, str], Series]) -> str:
     cx = overhead(series, "requests", "cxtrace")
     spans, metrics = (overhead(series, "requests", c) for c in ("contrib", "contrib+metrics"))
@@ -440,6 +483,18 @@ def checks(
             + (f" (UNEXPECTED: {wrong})" if wrong else "")
             + f"; cx.requests counted {counted:,.0f} of {entry.requests:,} requests."
         )
+        for config in VISIT_CONFIGS:
+            visits = series.get((fw, config))
+            if visits is None:
+                continue
+            span = visits.first_span or {}
+            notes.append(
+                f"{fw} {config}: the first benchmarked span carries "
+                f"cx.visit.id={span.get('cx.visit.id')}, cx.visit.new={span.get('cx.visit.new')}"
+                f"; cx.visits counted {visits.metrics.get('cx.visits', 0.0):,.0f} of "
+                f"{visits.requests:,} requests (target.py fails the run unless the spans carry "
+                "a visit id and only the requests without a cookie start a visit)."
+            )
     return notes
 
 
@@ -551,6 +606,27 @@ def report(
         "and all the rest of cxtrace to fit in 1.3x the floor's overhead.",
         "",
     ]
+    if all(c in opts.server_configs for c in VISIT_CONFIGS):
+        parts += [
+            "## Visits",
+            "",
+            "What visits on (`CXTRACE_VISITS=cookie` with a `CXTRACE_VISIT_KEY`) add to "
+            "cxtrace per request: a configuration's median minus `cxtrace`'s (visits off), "
+            "measured in the same rounds. `cxtrace+visits` is a returning customer repeating "
+            "a step (read the cookie, verify, decode, observe; no `Set-Cookie`): the common "
+            "path. `cxtrace+visits-new` is a request without a cookie (a new visit, encoded, "
+            "signed and sent back): the most expensive one. Before each run a first request "
+            "without a cookie must answer with `Set-Cookie: cx_visit=...` and a returning "
+            "customer's repeat with none, and the benchmarked spans must carry `cx.visit.id` "
+            "(see Checks). Visits off must cost nothing: `cxtrace` is the configuration it "
+            "was before visits existed; compare it across commits by instructions per "
+            "request (see Digging in). A wall-clock cost well above what `instructions.py` "
+            "counts for the same configurations points at waiting (the GIL, system calls), "
+            "not at Python work.",
+            "",
+            visits_table(series, opts.frameworks),
+            "",
+        ]
     for fw in opts.frameworks:
         parts += [
             f"## {fw.capitalize()} server, per request",
@@ -623,7 +699,9 @@ def report(
         "reader, to the rounds. On a busy machine compare changes by instructions "
         "per request, which do not move with the load: "
         "`python tests/bench/instructions.py --framework flask bare floor cxtrace` "
-        "(valgrind's callgrind; repeat runs agree within a few dozen instructions).",
+        "(valgrind's callgrind; repeat runs agree within a few dozen instructions); "
+        "visits: `python tests/bench/instructions.py --framework flask cxtrace "
+        "cxtrace+visits cxtrace+visits-new`.",
         "",
         "## Checks",
         "",

@@ -4,6 +4,7 @@
 
     python tests/bench/target.py server --framework flask --config cxtrace --requests 20000
     python tests/bench/target.py server --framework django --config cxtrace --profile
+    python tests/bench/target.py server --framework flask --config cxtrace+visits --profile
     python tests/bench/target.py client --config contrib
     python tests/bench/target.py memory --framework flask --requests 100000
     python tests/bench/target.py import --framework django
@@ -44,13 +45,28 @@ from webapps import FloorMiddleware, WsgiApp
 HERE = Path(__file__).resolve().parent
 JOURNEYS_FILE = HERE / "journeys.toml"
 # cxtrace-unsampled: cxtrace with a sampler that drops every span (what recording costs).
-SERVER_CONFIGS = ("bare", "contrib", "contrib+metrics", "floor", "cxtrace", "cxtrace-unsampled")
+# cxtrace+visits: visits on, every request from a returning customer (a valid cookie, the
+# step already reached: read, verify, observe, no Set-Cookie); cxtrace+visits-new: visits on,
+# no cookie (every request starts a visit: a new id, encode, sign, Set-Cookie).
+VISIT_CONFIGS = ("cxtrace+visits", "cxtrace+visits-new")
+SERVER_CONFIGS = (
+    "bare",
+    "contrib",
+    "contrib+metrics",
+    "floor",
+    "cxtrace",
+    *VISIT_CONFIGS,
+    "cxtrace-unsampled",
+)
 # `run.py --breakdown`: also with no metric reader, or unsampled and no reader.
 BREAKDOWN_CONFIGS = ("cxtrace-noreader", "cxtrace-neither")
 CLIENT_CONFIGS = ("bare", "contrib", "contrib+metrics", "cxtrace")
 FRAMEWORKS = ("flask", "django")
 # What a cxtrace span of the benchmarked request must carry (checked, and reported).
 CX_KEYS = ("cx.segment", "cx.journey", "cx.step", "cx.satisfaction", "http.route")
+# The visit configurations: a key for the bench only (not a secret), the default cookie name.
+VISIT_KEY = "cxtrace-bench-visit-key-not-a-secret"
+VISIT_COOKIE = "cx_visit"
 
 
 class CountingExporter(SpanExporter):
@@ -157,12 +173,17 @@ def _start_response(status: str, headers: Any, exc_info: Any = None) -> None:
     return None
 
 
-def _one(app: WsgiApp, environ: dict[str, Any]) -> tuple[str, bytes]:
-    """One request, checked: a benchmark of a broken app measures nothing."""
+def _one(app: WsgiApp, environ: dict[str, Any]) -> tuple[str, bytes, list[tuple[str, str]]]:
+    """One request, checked: a benchmark of a broken app measures nothing.
+
+    Returns the status, the body and the response headers ``start_response`` received.
+    """
     seen: list[str] = []
+    sent: list[tuple[str, str]] = []
 
     def start_response(status: str, headers: Any, exc_info: Any = None) -> None:
         seen.append(status)
+        sent.extend(headers)
 
     env = environ.copy()
     env["wsgi.input"] = io.BytesIO(b"")
@@ -173,7 +194,7 @@ def _one(app: WsgiApp, environ: dict[str, Any]) -> tuple[str, bytes]:
         close = getattr(body, "close", None)
         if close is not None:
             close()
-    return (seen[0] if seen else ""), data
+    return (seen[0] if seen else ""), data, sent
 
 
 def drive(app: WsgiApp, environ: dict[str, Any], n: int, *, timed: bool = True) -> list[int]:
@@ -209,6 +230,9 @@ def build_server(framework: str, config: str, otlp: str = "") -> tuple[WsgiApp, 
     if config.startswith("cxtrace"):
         os.environ["CXTRACE_JOURNEYS_FILE"] = str(JOURNEYS_FILE)
         os.environ["CXTRACE_INTEGRATIONS"] = framework
+        if config in VISIT_CONFIGS:
+            os.environ["CXTRACE_VISITS"] = "cookie"
+            os.environ["CXTRACE_VISIT_KEY"] = VISIT_KEY
         import cxtrace  # noqa: PLC0415
 
         cxtrace.instrument(tracer_provider=tp, meter_provider=mp)
@@ -228,21 +252,96 @@ def build_server(framework: str, config: str, otlp: str = "") -> tuple[WsgiApp, 
     return app, pipeline
 
 
+# ----------------------------------------------------------------------------- visits
+
+
+def _visit_cookie(headers: list[tuple[str, str]]) -> Optional[str]:
+    """The value of the ``cx_visit`` cookie a response sets, if it sets one."""
+    for name, value in headers:
+        if name.lower() == "set-cookie":
+            cookie_name, _, rest = value.partition("=")
+            if cookie_name == VISIT_COOKIE:
+                return rest.split(";", 1)[0]
+    return None
+
+
+def visit_environ(
+    app: WsgiApp, environ: dict[str, Any], config: str, pipeline: Pipeline
+) -> tuple[dict[str, Any], int]:
+    """The environ to benchmark a visit configuration with, and the requests this made.
+
+    A first request without a cookie must answer with a ``Set-Cookie: cx_visit=...``.
+    ``cxtrace+visits`` then sends that value back, as a browser would after its first
+    response (``Cookie: cx_visit=<value>``), and checks the common path: the state does
+    not change on a repeat of the same step, so no ``Set-Cookie``. ``cxtrace+visits-new``
+    keeps the environ without a cookie. Either way the spans of these requests are flushed
+    and forgotten, so the span the runner checks is a benchmarked one.
+    """
+    name = f"{config} ({environ.get('PATH_INFO')})"
+    status, _, headers = _one(app, environ)
+    value = _visit_cookie(headers)
+    if not status.startswith("200") or not value:
+        raise SystemExit(f"{name}: no {VISIT_COOKIE} cookie set without one: {headers!r}")
+    made = 1
+    if config == "cxtrace+visits":
+        environ = {**environ, "HTTP_COOKIE": f"{VISIT_COOKIE}={value}"}
+        status, _, headers = _one(app, environ)
+        if not status.startswith("200") or _visit_cookie(headers) is not None:
+            raise SystemExit(
+                f"{name}: a returning customer's repeat request answered {status} {headers!r} "
+                "(expected 200 and no Set-Cookie: the common path)"
+            )
+        made += 1
+    pipeline.tracer_provider.force_flush()
+    pipeline.exporter.first = None
+    return environ, made
+
+
+def check_visits(config: str, result: dict[str, Any], requests: int, fresh: int) -> None:
+    """Fail the run when visits silently did nothing: the benchmarked spans carry a visit
+    id (``cx.visit.new`` as the configuration says) and ``cx.visits`` counted the requests
+    that came without a cookie (``fresh`` of ``requests``), and no others."""
+    if config not in VISIT_CONFIGS:
+        return
+    span = result["first_span"] or {}
+    new = config == "cxtrace+visits-new"
+    visits = result["metrics"].get("cx.visits", 0.0)
+    expected = requests if new else fresh
+    problems = []
+    if not span.get("cx.visit.id") or span.get("cx.visit.new") is not new:
+        problems.append(
+            f"the span carries cx.visit.id={span.get('cx.visit.id')!r}, "
+            f"cx.visit.new={span.get('cx.visit.new')!r} (expected an id and {new})"
+        )
+    if visits != expected:
+        problems.append(f"cx.visits counted {visits:,.0f}, expected {expected:,}")
+    if problems:
+        raise SystemExit(f"{config}: visits did not run as benchmarked: {'; '.join(problems)}")
+
+
 # ----------------------------------------------------------------------------- modes
 
 
 def server(args: argparse.Namespace) -> dict[str, Any]:
     app, pipeline = build_server(args.framework, args.config, args.otlp)
     environ = webapps.environ_for(args.framework)
-    status, body = _one(app, environ)
+    status, body, _ = _one(app, environ)
     if not status.startswith("200") or body != b"product 42":
         raise SystemExit(f"{args.framework}/{args.config}: unexpected response {status} {body!r}")
+    made = 1
+    if args.config in VISIT_CONFIGS:
+        environ, prepared = visit_environ(app, environ, args.config, pipeline)
+        made += prepared
     drive(app, environ, args.warmup, timed=False)
     if args.profile:
         profile(app, environ, args.requests)
         return {}
     timings = drive(app, environ, args.requests)
-    return {"timings": timings, "requests": args.requests + args.warmup + 1, **pipeline.finish()}
+    requests = args.requests + args.warmup + made
+    result = {"timings": timings, "requests": requests, **pipeline.finish()}
+    # without a cookie: the first request and visit_environ's (both of them for -new)
+    check_visits(args.config, result, requests, fresh=2)
+    return result
 
 
 def untimed(args: argparse.Namespace) -> dict[str, Any]:
@@ -252,8 +351,12 @@ def untimed(args: argparse.Namespace) -> dict[str, Any]:
     Pipeline.span_processor = SimpleSpanProcessor
     app, pipeline = build_server(args.framework, args.config)
     environ = webapps.environ_for(args.framework)
+    made = 0
+    if args.config in VISIT_CONFIGS:
+        environ, made = visit_environ(app, environ, args.config, pipeline)
     drive(app, environ, args.warmup + args.requests, timed=False)
-    pipeline.finish()
+    result = pipeline.finish()
+    check_visits(args.config, result, args.warmup + args.requests + made, fresh=1)
     return {}
 
 
