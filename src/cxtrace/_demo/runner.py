@@ -4,10 +4,15 @@ Order matters both ways. Up: the cockpit first (the services export to it), the 
 the shop (it calls the backend), then the shoppers. Down, on ``--duration``, Ctrl-C or
 SIGTERM: the shoppers, the shop, the backend (each flushes its telemetry on SIGTERM), and
 the cockpit last, so it stores their final export.
+
+With ``--db FILE`` the demo also keeps the shoppers' own record of what they did
+(:class:`cxtrace._demo.shoppers.Record`) as JSON in ``FILE.shoppers.json``, written once
+they stopped: what the cockpit's customer counts can be held to.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -18,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any, Optional, TextIO
+from typing import Any, NamedTuple, Optional, TextIO
 from urllib.parse import urljoin
 
 import requests
@@ -27,9 +32,9 @@ from cxtrace._cockpit import Cockpit
 from cxtrace._cockpit.app import ListenError
 from cxtrace._cockpit.store import SchemaError
 from cxtrace._demo.services import Service, ServiceError, examples_dir
-from cxtrace._demo.shoppers import SEGMENTS, Shoppers
+from cxtrace._demo.shoppers import SEGMENTS, Shoppers, frustration_limits
 
-__all__ = ["Options", "run"]
+__all__ = ["Options", "record_path", "run"]
 
 _PROGRESS_EVERY_S = 5.0
 _FLAGS = {"page": "--port", "otlp_http": "--otlp-http-port", "otlp_grpc": "--otlp-grpc-port"}
@@ -43,6 +48,15 @@ _TELEMETRY = {
     "OTEL_BSP_SCHEDULE_DELAY": "500",
     "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=demo",
 }
+
+
+class Headline(NamedTuple):
+    """One line of the cockpit's headline (``/api/summary``)."""
+
+    segment: str
+    step: str
+    text: str
+    costed: bool  # it says what frustration cost (enough customers to compare)
 
 
 @dataclass(frozen=True)
@@ -63,7 +77,8 @@ def run(options: Options, out: TextIO = sys.stdout) -> int:
     cockpit: Any = None
     services: list[Service] = []
     shoppers: Optional[Shoppers] = None
-    headlines: list[tuple[str, str, str]] = []
+    headlines: list[Headline] = []
+    record: Optional[Path] = None
     previous = _stop_on_signals()
     try:
         cockpit = Cockpit(
@@ -107,7 +122,8 @@ def run(options: Options, out: TextIO = sys.stdout) -> int:
         )
         services.append(shop)
         shop.start()
-        shoppers = Shoppers(shop.url, rate=options.rate)
+        journeys = examples_dir() / "shop" / "journeys.toml"
+        shoppers = Shoppers(shop.url, rate=options.rate, limits=frustration_limits(journeys))
         _say(
             out,
             f"  shop     {shop.url}   Flask storefront, cxtrace run (pid {shop.pid})\n"
@@ -120,9 +136,10 @@ def run(options: Options, out: TextIO = sys.stdout) -> int:
             + ", ".join(f"{name} {share:.0%}" for name, share in SEGMENTS)
             + f") send {options.rate:g} requests/s, "
             + (f"for {options.duration_s:g} s" if options.duration_s else "until Ctrl-C")
-            + ".\n  Look for: checkout is slow for enterprise customers, who order in bulk; "
-            "the backend\n  prices their carts line by line. The cockpit shows it within "
-            "a minute.\n\n",
+            + ".\n  Look for: checkout is slow for enterprise customers, who order in bulk (the "
+            "backend\n  prices their carts line by line), and a customer kept waiting buys "
+            "less often.\n  The cockpit names the customers and orders it costs within a "
+            "minute.\n\n",
         )
         shoppers.start()
         _watch(out, shoppers, services, cockpit.page_url, options.duration_s)
@@ -138,6 +155,8 @@ def run(options: Options, out: TextIO = sys.stdout) -> int:
         try:
             if shoppers is not None:
                 shoppers.stop()
+                if options.db is not None:
+                    record = _write_record(shoppers, record_path(options.db))
             for service in reversed(services):
                 service.stop()
             if cockpit is not None:
@@ -153,19 +172,45 @@ def run(options: Options, out: TextIO = sys.stdout) -> int:
     if shoppers is not None:
         _say(out, f"  stopped: {_tally(shoppers)}\n")
         if headlines:
-            _say(out, "  the cockpit's headline:\n" + "".join(f"    {h[2]}\n" for h in headlines))
+            _say(out, "  the cockpit's headline:\n" + "".join(f"    {h.text}\n" for h in headlines))
+        if record is not None:
+            _say(out, f"  the shoppers' own record: {record}\n")
     return 1 if failed else 0
 
 
-def _headlines(page_url: str, timeout_s: float = 5.0) -> list[tuple[str, str, str]]:
-    """The cockpit's headline (``/api/summary``): (segment, step, text) of the worst slices.
+def record_path(db: Path) -> Path:
+    """Where ``--db FILE`` keeps the shoppers' record: ``FILE.shoppers.json``."""
+    return db.with_name(db.name + ".shoppers.json")
+
+
+def _write_record(shoppers: Shoppers, path: Path) -> Optional[Path]:
+    """The shoppers' record as JSON at ``path``; None (and a line on stderr) if it cannot."""
+    try:
+        path.write_text(json.dumps(shoppers.record.as_json(), indent=2) + "\n")
+    except OSError as exc:
+        print(f"cxtrace demo: error: cannot write the shoppers' record: {exc}", file=sys.stderr)
+        return None
+    return path
+
+
+def _headlines(page_url: str, timeout_s: float = 5.0) -> list[Headline]:
+    """The cockpit's headline (``/api/summary``): the worst slices, in customers and money
+    (visits are on), in requests until the first visit counts reach the cockpit.
 
     Empty when the cockpit cannot say (yet): the demo's output is no place for a traceback.
     """
     try:
         summary = requests.get(urljoin(page_url, "api/summary"), timeout=timeout_s).json()
-        return [(str(h["segment"]), str(h["step"]), str(h["text"])) for h in summary["headlines"]]
-    except (requests.RequestException, ValueError, LookupError, TypeError):
+        return [
+            Headline(
+                str(h["segment"]),
+                str(h["step"]),
+                str(h["text"]),
+                h.get("conversions_lost") is not None,
+            )
+            for h in summary["headlines"]
+        ]
+    except (requests.RequestException, ValueError, LookupError, TypeError, AttributeError):
         return []
 
 
@@ -179,7 +224,9 @@ def _service_env(otlp_endpoint: str, examples: Path) -> dict[str, str]:
     """The services' environment: only what the demo sets, none of the caller's OTEL_/CXTRACE_.
 
     A shell with OTEL_* set for something else would otherwise send the demo's telemetry
-    there; the key signs the shop's CX baggage so the backend trusts its segments.
+    there; the propagation key signs the shop's CX baggage so the backend trusts its
+    segments (and the visit it names), and the visit key signs the customers' visit cookies.
+    Both are new for each run, and the same for both services.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CXTRACE_"))}
     env.pop("DJANGO_SETTINGS_MODULE", None)
@@ -187,6 +234,8 @@ def _service_env(otlp_endpoint: str, examples: Path) -> dict[str, str]:
     env["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlp_endpoint
     env["CXTRACE_JOURNEYS_FILE"] = str(examples / "shop" / "journeys.toml")
     env["CXTRACE_PROPAGATION_KEY"] = secrets.token_urlsafe(32)
+    env["CXTRACE_VISITS"] = "cookie"
+    env["CXTRACE_VISIT_KEY"] = secrets.token_urlsafe(32)
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -200,14 +249,14 @@ def _watch(
 ) -> None:
     """Print progress every few seconds until the duration is over; a dead service raises.
 
-    When the cockpit's headline names a new worst slice, that gets a line of its own: the
-    terminal then says when the story is on the page.
+    When the cockpit's headline names a new worst slice, or first says what the worst one
+    costs, that gets a line of its own: the terminal then says when the story is on the page.
     """
     started = time.monotonic()
     end = started + duration_s if duration_s else float("inf")
     next_report = started + _PROGRESS_EVERY_S
     live = out.isatty()
-    worst: tuple[str, ...] = ()
+    worst: tuple[object, ...] = ()
     while True:
         now = time.monotonic()
         if now >= end:
@@ -219,9 +268,10 @@ def _watch(
             elapsed = int(now - started)
             clock = f"  {elapsed // 60:d}:{elapsed % 60:02d}  "
             headlines = _headlines(page_url, timeout_s=2.0)
-            if headlines and headlines[0][:2] != worst:
-                worst = headlines[0][:2]
-                _status(out, f"{clock}the cockpit says: {headlines[0][2]}", live=live, keep=True)
+            top = headlines[0] if headlines else None
+            if top is not None and (top.segment, top.step, top.costed) != worst:
+                worst = (top.segment, top.step, top.costed)
+                _status(out, f"{clock}the cockpit says: {top.text}", live=live, keep=True)
             _status(out, f"{clock}{_tally(shoppers)}", live=live, keep=False)
         time.sleep(max(0.0, min(0.5, end - now, next_report - now)))
     if live:
@@ -238,7 +288,11 @@ def _status(out: TextIO, line: str, *, live: bool, keep: bool) -> None:
 
 def _tally(shoppers: Shoppers) -> str:
     errors = shoppers.errors
-    return f"{shoppers.sent} requests sent, {errors} error{'' if errors == 1 else 's'}"
+    customers, orders = shoppers.record.totals()
+    return (
+        f"{shoppers.sent} requests sent, {errors} error{'' if errors == 1 else 's'}; "
+        f"{customers} customers served, {orders} bought"
+    )
 
 
 def _say(out: TextIO, text: str) -> None:
