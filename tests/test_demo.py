@@ -5,7 +5,7 @@ the shop and the backend on free loopback ports. One run (module-scoped: three t
 it) tells the story until the cockpit says what enterprise checkout costs, then takes
 Ctrl-C; its kept database, reopened, is held to the shoppers' own record
 (``--db FILE`` writes ``FILE.shoppers.json``). Short runs check SIGTERM and a dying
-service. Together they take about 45 s.
+service. Together they take about 40 s.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
     runner.py     the command: starts everything, prints progress, stops everything
     services.py   the example apps as child processes under ``cxtrace run``
-    shoppers.py   the load generator: three segments walking the purchase journey
+    shoppers.py   the load generator: customers of three segments, one cookie-keeping
+                  session per visit, and their own record of what they did and met
 
 The example apps themselves are ``examples/shop`` and ``examples/backend`` in a checkout;
 a wheel carries the same files as ``cxtrace/_demo/examples`` (pyproject.toml,

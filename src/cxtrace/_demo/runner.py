@@ -188,7 +188,7 @@ def _write_record(shoppers: Shoppers, path: Path) -> Optional[Path]:
     try:
         path.write_text(json.dumps(shoppers.record.as_json(), indent=2) + "\n")
     except OSError as exc:
-        print(f"cxtrace demo: error: cannot write the shoppers' record: {exc}", file=sys.stderr)
+        print(f"cxtrace demo: the shoppers' record was not written: {exc}", file=sys.stderr)
         return None
     return path
 
@@ -256,7 +256,7 @@ def _watch(
     end = started + duration_s if duration_s else float("inf")
     next_report = started + _PROGRESS_EVERY_S
     live = out.isatty()
-    worst: tuple[object, ...] = ()
+    worst: Optional[tuple[str, str, bool]] = None
     while True:
         now = time.monotonic()
         if now >= end:

@@ -5,13 +5,14 @@ cxtrace's visit cookie) until the customer leaves, sends ``X-Customer-Tier: <seg
 walks the journey, leaving along the way as real shoppers do::
 
     browse ──80%──> view_product (1-3) ──45%──> add_to_cart ──75%──> checkout ──> purchase
-                                                  after a fine checkout 85% buy; after a
-                                                  frustrating one 30% (BUY_AFTER_CHECKOUT)
+                             enterprise: 70%                  90%
+                     after a fine checkout 85% buy, after a frustrating one 30% (everyone)
 
-Enterprise customers order in bulk (40-450 line items instead of 1-5), which the backend
-prices line by line: their checkout is often slower than 4 T (2 s), and a customer kept
-waiting that long is over four times as likely to leave without buying. What that costs
-is not written anywhere: it follows from how the shoppers behave.
+Enterprise customers come to reorder, and in bulk: more of them fill a cart, with 40-450
+line items instead of 1-5, which the backend prices line by line. Their checkout is often
+slower than 4 T (2 s), and a customer kept waiting that long is over four times as likely
+to leave without buying (:data:`BUY_AFTER_CHECKOUT`). What that costs is not written
+anywhere: it follows from how the shoppers behave.
 
 What the shoppers know (:class:`Record`, written by ``cxtrace demo --db FILE`` to
 ``FILE.shoppers.json``): per segment, the customers (visits), the customers reaching each
@@ -70,9 +71,25 @@ JOURNEY: Final = "purchase"  # the journey of examples/shop/journeys.toml the sh
 # measured it). Leaving without buying: 15% against 70%, over four times as likely.
 BUY_AFTER_CHECKOUT: Final = {"fine": 0.85, "frustrating": 0.30}
 
+
+@dataclass(frozen=True)
+class _Habits:
+    """How a segment's customers shop, past the product pages."""
+
+    to_cart: float  # after viewing products, add to the cart
+    to_checkout: float  # after that, go to checkout
+    lines: tuple[int, int]  # line items in the cart, fewest and most
+
+
+_HABITS: Final = {
+    "free": _Habits(to_cart=0.45, to_checkout=0.75, lines=(1, 5)),
+    "pro": _Habits(to_cart=0.45, to_checkout=0.75, lines=(1, 5)),
+    "enterprise": _Habits(to_cart=0.70, to_checkout=0.90, lines=(40, 450)),
+}
 _HEADER: Final = "X-Customer-Tier"
 _TIMEOUT_S: Final = 30.0
-_APP_TIME: Final = re.compile(r"(?:^|,)\s*app;dur=([0-9]+(?:\.[0-9]+)?)")  # in Server-Timing, in ms
+# The shop's own time in its Server-Timing header, in ms (examples/shop/app.py).
+_APP_TIME: Final = re.compile(r"(?:^|,)\s*app;dur=([0-9]+(?:\.[0-9]+)?)")
 
 # A request's verdict, as the shopper knows it; a step keeps its first verdict that is not
 # FINE (cxtrace counts a visit's first frustration at a step, and only that one).
@@ -284,11 +301,12 @@ class Shoppers:
             path = f"/products/{rng.randint(1, 20)}"
             if not self._goes_on(self._send(visit, "view_product", "GET", path)):
                 return
-        if rng.random() < 0.55:
+        habits = _HABITS[visit.segment]
+        if rng.random() >= habits.to_cart:
             return
-        lines = rng.randint(40, 450) if visit.segment == "enterprise" else rng.randint(1, 5)
+        lines = rng.randint(*habits.lines)
         cart = self._send(visit, "add_to_cart", "POST", "/cart", {"lines": lines})
-        if not self._goes_on(cart) or rng.random() < 0.25:
+        if not self._goes_on(cart) or rng.random() >= habits.to_checkout:
             return
         checkout = self._send(visit, "checkout", "GET", "/checkout")
         if checkout is None or not self._goes_on(checkout):
