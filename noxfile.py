@@ -35,6 +35,8 @@ TEST_DEPS = [
     "opentelemetry-instrumentation-requests",
     "opentelemetry-instrumentation-flask",
     "opentelemetry-instrumentation-django",
+    # tests/test_prometheus_live.py: a real Prometheus scrapes a real cxtrace app through it
+    "opentelemetry-exporter-prometheus>=0.61b0",
 ]
 
 # The lowest OpenTelemetry pyproject.toml allows, and the contrib release made with it; the
@@ -51,6 +53,7 @@ OLDEST_OTEL = [
     "opentelemetry-instrumentation-requests==0.61b0",
     "opentelemetry-instrumentation-flask==0.61b0",
     "opentelemetry-instrumentation-django==0.61b0",
+    "opentelemetry-exporter-prometheus==0.61b0",
 ]
 
 # (python, flask, django, opentelemetry): the oldest supported set and the newest;

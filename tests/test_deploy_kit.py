@@ -9,6 +9,8 @@
   or PyPI, so it cannot be run here).
 - ``RAW_SERIES`` itself is checked against what a cxtrace-instrumented Flask app really
   exports, translated with the OTLP -> Prometheus naming rule the README documents.
+
+tests/test_prometheus_live.py goes further: a real Prometheus scraping a real app.
 """
 
 from __future__ import annotations
@@ -65,6 +67,18 @@ RAW_SERIES: dict[str, frozenset[str]] = {
         }
     ),
     "cx_conversions_total": frozenset({"job", "instance", "cx_segment", "cx_journey", "cx_step"}),
+    "cx_conversion_value_total": frozenset(
+        {"job", "instance", "cx_segment", "cx_journey", "cx_step", "cx_conversion_currency"}
+    ),
+    "cx_visits_total": frozenset({"job", "instance", "cx_segment"}),
+    "cx_visit_steps_total": frozenset({"job", "instance", "cx_segment", "cx_journey", "cx_step"}),
+    "cx_visit_frustrations_total": frozenset(
+        {"job", "instance", "cx_segment", "cx_journey", "cx_step", "cx_frustration_reason"}
+    ),
+    "cx_visit_conversions_total": frozenset({"job", "instance", "cx_segment", "cx_journey"}),
+    "cx_visit_converted_steps_total": frozenset(
+        {"job", "instance", "cx_segment", "cx_journey", "cx_step", "cx_visit_frustrated"}
+    ),
     "http_server_request_duration_seconds_bucket": _DURATION_LABELS | {"le"},
     "http_server_request_duration_seconds_count": _DURATION_LABELS,
     "http_server_request_duration_seconds_sum": _DURATION_LABELS,
@@ -319,6 +333,10 @@ def test_every_template_variable_is_used() -> None:
         "Frustration reasons",
         "Slowest steps",
         "Apdex over time",
+        "Customers: funnel",
+        "Customers frustrated",
+        "Conversion rate: customers frustrated at a step vs the others",
+        "Value lost to frustration per hour",
     ],
 )
 def test_dashboard_has_a_panel_for_each_cockpit_view(view: str) -> None:
@@ -465,7 +483,114 @@ DASHBOARD_NUMBERS: dict[tuple[str, str], tuple[str, str, list[tuple[str, float]]
 }
 
 
-def test_dashboard_panels_show_the_right_numbers(tmp_path: Path) -> None:
+def _step(name: str = "", **kv: str) -> str:
+    """A series of one step: job "shop" and the purchase journey unless given."""
+    return _series(name, **{"job": "shop", "cx_journey": "purchase", **kv})
+
+
+_VISIT_SHARE = "cx_step:cx_visit_frustrated:ratio_increase1h"
+_VALUE_LOST = "cx_step_currency:cx_visit_value_lost:increase1h"
+# The same for the customer panels, on the traffic of the "customers" test of
+# cx-rules.test.yaml (per-minute rates there; the panels read the last hour at 65m).
+CUSTOMER_PANEL_NUMBERS: dict[tuple[str, str], tuple[str, str, list[tuple[str, float]]]] = {
+    # visits started: (20 + 8 + 2) x 60; customers per step, all segments added up
+    ("Customers: funnel per journey ($segment, last hour)", "A"): ("65m", "5m", [("{}", 1800)]),
+    ("Customers: funnel per journey ($segment, last hour)", "B"): (
+        "65m",
+        "5m",
+        [
+            (_series("", cx_journey="purchase", cx_step="browse"), 1680),
+            (_series("", cx_journey="purchase", cx_step="checkout"), 960),
+            (_series("", cx_journey="purchase", cx_step="purchase"), 480),
+            (_series("", cx_journey="signup", cx_step="form"), 60),
+        ],
+    ),
+    ("Customers: funnel per journey ($segment, last hour)", "C"): (
+        "65m",
+        "5m",
+        [(_series("", cx_journey="purchase"), 420)],
+    ),
+    ("Customers frustrated at each step (share, last hour)", "A"): (
+        "65m",
+        "5m",
+        [
+            (_step(_VISIT_SHARE, cx_segment=_ENT, cx_step="checkout"), 0.4),
+            (_step(_VISIT_SHARE, cx_segment=_ENT, cx_step="purchase"), 0.2),
+            (_step(_VISIT_SHARE, cx_segment=_ENT, cx_journey="signup", cx_step="form"), 1),
+            (_step(_VISIT_SHARE, cx_segment=_FREE, cx_step="checkout"), 0.5),
+            (_step(_VISIT_SHARE, cx_segment=_PRO, cx_step="checkout"), 0.5),
+        ],
+    ),
+    # the frustrated: 60 / 240 at enterprise checkout; nobody frustrated, no rate
+    ("Conversion rate: customers frustrated at a step vs the others (last hour)", "C"): (
+        "65m",
+        "5m",
+        [
+            (_step(cx_segment=_ENT, cx_step="checkout"), 0.25),
+            (_step(cx_segment=_ENT, cx_step="purchase"), 1),
+            (_step(cx_segment=_ENT, cx_journey="signup", cx_step="form"), 0),
+            (_step(cx_segment=_FREE, cx_step="checkout"), 0.5),
+            (_step(cx_segment=_PRO, cx_step="checkout"), 0),
+        ],
+    ),
+    # the others: 180 / 360 at enterprise checkout; nobody got through signup/form unfrustrated
+    ("Conversion rate: customers frustrated at a step vs the others (last hour)", "D"): (
+        "65m",
+        "5m",
+        [
+            (_step(cx_segment=_ENT, cx_step="browse"), 0.2),
+            (_step(cx_segment=_ENT, cx_step="checkout"), 0.5),
+            (_step(cx_segment=_ENT, cx_step="purchase"), 0.75),
+            (_step(cx_segment=_FREE, cx_step="browse"), 0.25),
+            (_step(cx_segment=_FREE, cx_step="checkout"), 0.5),
+            (_step(cx_segment=_FREE, cx_step="purchase"), 1),
+            (_step(cx_segment=_PRO, cx_step="checkout"), 1),
+            (_step(cx_segment=_PRO, cx_step="purchase"), 1),
+        ],
+    ),
+    ("Conversion rate: customers frustrated at a step vs the others (last hour)", "E"): (
+        "65m",
+        "5m",
+        [
+            (_step(cx_segment=segment, cx_step=step), lost)
+            for segment, step, lost in [
+                (_ENT, "browse", 0),
+                (_ENT, "checkout", 60),
+                (_ENT, "purchase", 0),
+                (_FREE, "browse", 0),
+                (_FREE, "checkout", 0),
+                (_FREE, "purchase", 0),
+                (_PRO, "checkout", 60),
+                (_PRO, "purchase", 0),
+            ]
+        ],
+    ),
+    # 60 conversions lost x EUR 20; the zeros are left out; pro pays in USD
+    ("Value lost to frustration per hour, by step and segment", "A"): (
+        "65m",
+        "5m",
+        [
+            (
+                _step(
+                    _VALUE_LOST, cx_segment=_ENT, cx_step="checkout", cx_conversion_currency="EUR"
+                ),
+                1200,
+            )
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("traffic", "numbers"),
+    [(0, DASHBOARD_NUMBERS), (1, CUSTOMER_PANEL_NUMBERS)],
+    ids=["requests", "customers"],
+)
+def test_dashboard_panels_show_the_right_numbers(
+    tmp_path: Path,
+    traffic: int,
+    numbers: dict[tuple[str, str], tuple[str, str, list[tuple[str, float]]]],
+) -> None:
     """The panels' queries, run by promtool on known traffic, give hand-computed numbers."""
     targets = {
         (panel["title"], target["refId"]): target["expr"]
@@ -474,7 +599,7 @@ def test_dashboard_panels_show_the_right_numbers(tmp_path: Path) -> None:
         if "expr" in target
     }
     cases = []
-    for key, (eval_time, window, samples) in DASHBOARD_NUMBERS.items():
+    for key, (eval_time, window, samples) in numbers.items():
         expr = targets[key].replace("$__range", window)
         cases.append(
             {
@@ -484,7 +609,7 @@ def test_dashboard_panels_show_the_right_numbers(tmp_path: Path) -> None:
             }
         )
     rule_tests = _load(RULES.parent / "tests" / "cx-rules.test.yaml")
-    traffic = rule_tests["tests"][0]
+    test = rule_tests["tests"][traffic]
     path = tmp_path / "dashboard.test.yaml"
     path.write_text(
         yaml.safe_dump(
@@ -494,8 +619,8 @@ def test_dashboard_panels_show_the_right_numbers(tmp_path: Path) -> None:
                 "group_eval_order": rule_tests["group_eval_order"],
                 "tests": [
                     {
-                        "interval": traffic["interval"],
-                        "input_series": traffic["input_series"],
+                        "interval": test["interval"],
+                        "input_series": test["input_series"],
                         "promql_expr_test": cases,
                     }
                 ],
@@ -617,16 +742,23 @@ def test_exported_metrics_become_the_series_the_rules_query(
 ) -> None:
     journeys = tmp_path / "journeys.toml"
     journeys.write_text(JOURNEYS)
-    handle = instrument(otlp, env={"CXTRACE_JOURNEYS_FILE": str(journeys)})
+    env = {
+        "CXTRACE_JOURNEYS_FILE": str(journeys),
+        "CXTRACE_VISITS": "cookie",  # the cx.visit* counters too
+        "CXTRACE_VISIT_KEY": "deploy-kit-test-key",
+    }
+    handle = instrument(otlp, env=env)
     base = serve(make_app())
-    enterprise = {"X-Customer-Tier": "enterprise"}
-    assert requests.get(f"{base}/products", headers=enterprise).status_code == 200
-    assert requests.get(f"{base}/checkout", headers=enterprise).status_code == 200
-    assert requests.post(f"{base}/orders", headers=enterprise).status_code == 201
+    shopper = requests.Session()  # one customer: the visit's cookie goes back each time
+    shopper.headers["X-Customer-Tier"] = "enterprise"
+    assert shopper.get(f"{base}/products").status_code == 200
+    assert shopper.get(f"{base}/checkout").status_code == 200
+    assert shopper.post(f"{base}/orders", params={"value": "10"}).status_code == 201
     assert requests.get(f"{base}/boom", headers={"X-Customer-Tier": "free"}).status_code == 500
     otlp.wait_for(lambda r: sum(s.kind == "SERVER" for s in r.spans) >= 4)
     handle.force_flush()
-    otlp.wait_for(lambda r: {"cx.requests", "cx.conversions"} <= {p.metric for p in r.points})
+    exported = {"cx.requests", "cx.conversions", "cx.conversion.value", "cx.visit.converted_steps"}
+    otlp.wait_for(lambda r: exported <= {p.metric for p in r.points})
 
     series: dict[str, set[str]] = {}
     for point in otlp.points:
@@ -644,3 +776,7 @@ def test_exported_metrics_become_the_series_the_rules_query(
     # and the requests really carry the CX labels the rules group by
     assert otlp.metric_total("cx.requests", **{"cx.satisfaction": "frustrated"}) == 1
     assert otlp.metric_total("cx.conversions", **{"cx.step": "purchase"}) == 1
+    assert otlp.metric_total("cx.conversion.value", **{"cx.conversion.currency": "EUR"}) == 10
+    assert otlp.metric_total("cx.visit.frustrations", **{"cx.frustration.reason": "error"}) == 1
+    frustrated = {"cx.step": "checkout", "cx.visit.frustrated": False}
+    assert otlp.metric_total("cx.visit.converted_steps", **frustrated) == 1
