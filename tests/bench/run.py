@@ -36,24 +36,20 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Optional
 
+# The configurations (cxtrace-unsampled: all cxtrace does but record its span, the floor
+# target's why; cxtrace+visits(-new): visits on, a returning customer or a new one).
+from target import (  # this directory
+    BREAKDOWN_CONFIGS,
+    CLIENT_CONFIGS,
+    SERVER_CONFIGS,
+    VISIT_CONFIGS,
+)
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 TARGET = HERE / "target.py"
 FRAMEWORKS = ("flask", "django")
-# cxtrace-unsampled: everything cxtrace does but record its span (the floor target's why).
-# cxtrace+visits(-new): cxtrace with visits on, a returning customer (or none's cookie).
-VISIT_CONFIGS = ("cxtrace+visits", "cxtrace+visits-new")
-SERVER_CONFIGS = (
-    "bare",
-    "contrib",
-    "contrib+metrics",
-    "floor",
-    "cxtrace",
-    *VISIT_CONFIGS,
-    "cxtrace-unsampled",
-)
-BREAKDOWN_CONFIGS = ("cxtrace-noreader", "cxtrace-neither")
-CLIENT_CONFIGS = ("bare", "contrib", "contrib+metrics", "cxtrace")
+
 RECEIVER = HERE / "receiver.py"
 # Exporting to a real OTLP receiver: every configuration but bare (which has no pipeline)
 # and the --breakdown ones; in the first OTLP_ROUNDS rounds only, to keep the run short.
